@@ -1,0 +1,16 @@
+"""recbole-mdcns: better training negatives for RecBole's sequential recommenders."""
+from recbole_mdcns import compat
+
+compat.apply()
+
+from recbole_mdcns.config import Config  # noqa: E402
+from recbole_mdcns.params import ConfigError  # noqa: E402
+from recbole_mdcns.quick_start import build_sampler, objective_function, run_recbole_mdcns  # noqa: E402
+from recbole_mdcns.samplers import NegativeSampler, register, sampler_class, sampler_names  # noqa: E402
+from recbole_mdcns.trainer import SampledTrainer  # noqa: E402
+
+__version__ = "0.1.0"
+__all__ = [
+    "Config", "ConfigError", "SampledTrainer", "NegativeSampler", "register", "sampler_class",
+    "sampler_names", "build_sampler", "run_recbole_mdcns", "objective_function",
+]

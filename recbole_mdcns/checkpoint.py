@@ -1,0 +1,51 @@
+"""Checkpoint files that load with `torch.load(..., weights_only=True)`.
+
+RecBole pickles its whole Config object into each checkpoint, which torch >= 2.6
+refuses to load by default. The plugin stores the config as a plain dict instead
+(anything not a number, string, bool or plain container becomes its string), and
+writes through a temporary file and a rename, so a killed process never leaves a
+half-written checkpoint.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from enum import Enum
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def plain(value: Any) -> Any:
+    """`value` with every leaf a tensor, number, string, bool or None."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):  # np.float64 subclasses float but is no plain float
+        return value.item()
+    if isinstance(value, (torch.Tensor, int, float, str, bool)) or value is None:
+        return value
+    if isinstance(value, Enum):
+        return value.name
+    return str(value)
+
+
+def save(state: dict[str, Any], path: str) -> None:
+    """Write `state` to `path` atomically."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(plain(state), tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str, device: Any) -> dict[str, Any]:
+    """Load a checkpoint written by `save`; refuse anything that needs arbitrary unpickling."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"{path} is not a recbole-mdcns checkpoint (it needs full unpickling, which can run "
+            "arbitrary code). If you trust the file, load it yourself with "
+            "torch.load(path, weights_only=False)."
+        ) from error

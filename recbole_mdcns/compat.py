@@ -1,0 +1,49 @@
+"""Fixes that let RecBole 1.2.1 run on today's stack (numpy 2, torch >= 2.6).
+
+`apply()` is idempotent and is called once when the package is imported. Each fix
+states its cause. Nothing here changes `torch.load` for the rest of the process: the
+plugin's own checkpoints are written in a form that loads with `weights_only=True`
+(see `recbole_mdcns.checkpoint`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+_APPLIED = False
+
+# numpy 2 removed these aliases; RecBole's `Config.compatibility_settings` reads the
+# first three and ray 2.6 reads `np.bool8`. Added only where missing, so numpy 1.26
+# keeps its own objects.
+_NUMPY_ALIASES = {
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+}
+
+
+def _add_numpy_aliases() -> None:
+    for name, value in _NUMPY_ALIASES.items():
+        if name not in np.__dict__:
+            setattr(np, name, value)
+
+
+def _import_models_without_anomaly_detection() -> None:
+    # recbole/model/sequential_recommender/sine.py calls
+    # torch.autograd.set_detect_anomaly(True) at import time, which makes every
+    # training run 1.3-1.5x slower. Import the model package once (as get_model
+    # would) and switch the detector back off.
+    import recbole.model.sequential_recommender  # noqa: F401
+
+    torch.autograd.set_detect_anomaly(False)
+
+
+def apply() -> None:
+    """Apply every fix once."""
+    global _APPLIED
+    if _APPLIED:
+        return
+    _add_numpy_aliases()
+    _import_models_without_anomaly_detection()
+    _APPLIED = True

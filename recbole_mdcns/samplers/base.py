@@ -1,0 +1,229 @@
+"""The sampler interface, the registry by name, and the shared candidate pool.
+
+A sampler turns an `EncodedBatch` into a training loss. The default loss is BPR or
+BCE of the target against K negatives; a sampler usually only says which negatives
+(`sample`, ids [B, K]) or, for synthetic negatives, which embeddings
+(`negative_embeddings`, [B, K, d]). Selection runs without gradient; the loss
+re-scores what was selected with gradient.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, ClassVar, Optional, Union
+
+import torch
+from recbole.data.dataset import Dataset
+from torch import Tensor
+
+from recbole_mdcns.losses import LOSSES, ranking_loss
+from recbole_mdcns.params import ConfigError, Param
+from recbole_mdcns.scoring import EncodedBatch
+
+Loss = Union[Tensor, tuple[Tensor, ...]]
+
+SAMPLERS: dict[str, type["NegativeSampler"]] = {}
+
+SHARED_PARAMS = (
+    Param("neg_loss", str, choices=LOSSES),
+    Param("neg_num", int, minimum=1),
+    Param("neg_exclude", str, choices=("history", "user")),
+)
+CANDIDATE_PARAM = Param("neg_candidate_num", int, minimum=1)
+
+
+def register(name: str):
+    """Class decorator: make a sampler available as `sampler: <name>` (any case)."""
+
+    def add(cls: type["NegativeSampler"]) -> type["NegativeSampler"]:
+        cls.name = name
+        SAMPLERS[name.lower()] = cls
+        return cls
+
+    return add
+
+
+def sampler_class(name: str) -> type["NegativeSampler"]:
+    """The sampler registered under `name` (case-insensitive), or a ConfigError."""
+    try:
+        return SAMPLERS[str(name).lower()]
+    except KeyError:
+        raise ConfigError([f"sampler = {name!r} is unknown; valid samplers: {', '.join(sampler_names())}"]) from None
+
+
+def sampler_names() -> list[str]:
+    return ["none"] + sorted((cls.name for cls in SAMPLERS.values()), key=str.lower)
+
+
+class NegativeSampler:
+    """Base class: config keys, the exclusion sets, the candidate pool and the default loss.
+
+    Subclasses set `params` (their own keys) and `uses_candidate_pool`, and implement
+    `sample` or `negative_embeddings`; samplers with state also override the hooks
+    `on_epoch_end`, `after_optimizer_step`, `state_dict` and `load_state_dict`.
+    """
+
+    name: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    uses_candidate_pool: ClassVar[bool] = False
+
+    def __init__(self, config: Any, dataset: Dataset):
+        self.config = config
+        self.loss_kind: str = config["neg_loss"]
+        self.neg_num: int = config["neg_num"]
+        self.candidate_num: int = config["neg_candidate_num"] if self.uses_candidate_pool else 0
+        self.device = config["device"]
+        self.n_items = dataset.item_num - 1  # ids 1..N; 0 is padding
+        self.exclusion = ExclusionSets(config, dataset)
+        self._sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
+        self._counts: dict[str, int] = defaultdict(int)
+        problems = self.check_dataset()
+        if problems:
+            raise ConfigError(problems)
+
+    # ----- configuration ---------------------------------------------------------
+    @classmethod
+    def all_params(cls) -> tuple[Param, ...]:
+        return SHARED_PARAMS + ((CANDIDATE_PARAM,) if cls.uses_candidate_pool else ()) + cls.params
+
+    @classmethod
+    def check_config(cls, config: Any) -> list[str]:
+        """Cross-key constraints of this sampler (keys are already type-checked)."""
+        return []
+
+    def check_dataset(self) -> list[str]:
+        """Constraints that need the dataset: the pool must fit in the catalogue."""
+        problems = []
+        if self.uses_candidate_pool and self.candidate_num >= self.n_items:
+            problems.append(
+                f"neg_candidate_num = {self.candidate_num}: must be below the number of items "
+                f"({self.n_items}) of dataset {self.config['dataset']!r}"
+            )
+        free = self.n_items - self.exclusion.max_excluded
+        if free < 1:
+            problems.append(
+                f"neg_exclude = {self.config['neg_exclude']!r}: some training rows exclude all "
+                f"{self.n_items} items, so no negative can be drawn; use neg_exclude: history"
+            )
+        return problems
+
+    # ----- per batch ----------------------------------------------------------------
+    def sample(self, batch: EncodedBatch) -> Tensor:
+        """Negative ids [B, K]."""
+        raise NotImplementedError
+
+    def negative_embeddings(self, batch: EncodedBatch) -> Tensor:
+        """Negative item embeddings [B, K, d], with gradient."""
+        return batch.item_table[self.sample(batch)]
+
+    def loss(self, batch: EncodedBatch) -> Loss:
+        """The training loss of one batch (a tuple is logged part by part)."""
+        neg_score = batch.score_embeddings(self.negative_embeddings(batch))
+        self.record("neg_score", neg_score.detach().mean())
+        return ranking_loss(batch.pos_score(), neg_score, self.loss_kind)
+
+    def candidate_pool(self, batch: EncodedBatch, num: Optional[int] = None) -> Tensor:
+        """`num` (default C) ids per row, uniform over the items not excluded for it: [B, num]."""
+        excluded = self.exclusion.for_batch(batch)
+        return draw_from_complement(excluded, num or self.candidate_num, self.n_items)
+
+    # ----- hooks -------------------------------------------------------------------
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after the last batch of each training epoch."""
+
+    def after_optimizer_step(self) -> None:
+        """Called after each step of the trainer's optimiser."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Training state to checkpoint (tensors, numbers and plain containers only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+    # ----- diagnostics -------------------------------------------------------------
+    def record(self, name: str, value: Tensor) -> None:
+        """Add a per-batch figure (a 0-d tensor, no sync) to this epoch's means."""
+        self._sums[name] = self._sums[name] + value
+        self._counts[name] += 1
+
+    def pop_diagnostics(self) -> dict[str, float]:
+        """This epoch's mean of each recorded figure; resets them."""
+        means = {k: (v / self._counts[k]).item() for k, v in self._sums.items()}
+        self._sums.clear()
+        self._counts.clear()
+        return means
+
+
+class ExclusionSets:
+    """Per-row item ids that may not be drawn: the target plus the prefix (`history`)
+    or plus every item of the user in the training split (`user`).
+
+    Rows are padded with a sentinel above N, so that a batch's sets are one [B, W] tensor.
+    """
+
+    def __init__(self, config: Any, dataset: Dataset):
+        self.mode: str = config["neg_exclude"]
+        self.n_items = dataset.item_num - 1
+        self.pad = self.n_items + 1
+        self.user_items: Optional[Tensor] = None
+        item_field, seq_field = config["ITEM_ID_FIELD"], config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+        if self.mode == "user":
+            self.user_items = self._user_item_matrix(dataset, config["USER_ID_FIELD"], item_field, seq_field)
+            self.user_items = self.user_items.to(config["device"])
+            self.max_excluded = int((self.user_items <= self.n_items).sum(1).max())
+        else:
+            self.max_excluded = config["MAX_ITEM_LIST_LENGTH"] + 1
+
+    def _user_item_matrix(self, dataset: Dataset, user_field: str, item_field: str, seq_field: str) -> Tensor:
+        """[U, W] sorted, deduplicated training items of each user (targets and prefixes)."""
+        inter = dataset.inter_feat
+        users = inter[user_field]
+        items = torch.cat([inter[item_field].unsqueeze(1), inter[seq_field]], dim=1)
+        users = users.unsqueeze(1).expand_as(items).reshape(-1)
+        items = items.reshape(-1)
+        keep = items > 0
+        pairs = torch.unique(users[keep] * (self.n_items + 1) + items[keep])  # sorted by (user, item)
+        users, items = pairs // (self.n_items + 1), pairs % (self.n_items + 1)
+        counts = torch.bincount(users, minlength=dataset.user_num)
+        starts = torch.cumsum(counts, 0) - counts
+        col = torch.arange(len(items)) - starts[users]
+        matrix = torch.full((dataset.user_num, int(counts.max())), self.pad, dtype=torch.long)
+        matrix[users, col] = items
+        return matrix
+
+    def for_batch(self, batch: EncodedBatch) -> Tensor:
+        """The excluded ids of each row [B, W], padded with N+1."""
+        target = batch.pos_items.unsqueeze(1)
+        if self.mode == "user":
+            return torch.cat([target, self.user_items[batch.users]], dim=1)
+        return torch.cat([target, batch.item_seq.masked_fill(batch.item_seq == 0, self.pad)], dim=1)
+
+
+def draw_from_complement(excluded: Tensor, num: int, n_items: int) -> Tensor:
+    """Draw `num` ids per row uniformly (with replacement) from 1..n_items minus the row's
+    excluded ids [B, W] (entries above n_items are padding). Exact and loop-free.
+
+    Draw a rank r among the row's free items, then map it to an id: with the row's
+    sorted distinct excluded ids e_0 < e_1 < ..., the number of free ids below e_i is
+    e_i - 1 - i, so id = r + 1 + #{i : e_i - 1 - i <= r}.
+    """
+    rows, width = excluded.shape
+    pad = n_items + 1
+    ex = excluded.clamp(max=pad).sort(dim=1).values
+    duplicate = torch.zeros_like(ex, dtype=torch.bool)
+    duplicate[:, 1:] = ex[:, 1:] == ex[:, :-1]
+    ex = ex.masked_fill(duplicate, pad).sort(dim=1).values
+    real = ex < pad
+    free = n_items - real.sum(dim=1, keepdim=True)  # [B, 1]
+    rank = (torch.rand(rows, num, device=ex.device) * free).long()
+    rank = torch.minimum(rank, free - 1)  # float rounding can reach `free`
+    below = ex - 1 - torch.arange(width, device=ex.device)
+    below = below.masked_fill(~real, 2 * pad + width)  # padding never counts
+    return rank + 1 + torch.searchsorted(below, rank, right=True)
+
+
+def contains(sorted_sets: Tensor, items: Tensor) -> Tensor:
+    """Row-wise membership: is items[b, j] in the sorted row sorted_sets[b]? [B, n] bool."""
+    pos = torch.searchsorted(sorted_sets, items).clamp(max=sorted_sets.shape[1] - 1)
+    return sorted_sets.gather(1, pos) == items
+

@@ -1,0 +1,44 @@
+"""Dynamic negative sampling: the top-M of C scored candidates, K of them drawn uniformly.
+
+M = 1 is classic DNS (Zhang et al. 2013); M > 1 is DNS(M,N) (Shi et al. 2023).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from recbole_mdcns.params import Param
+from recbole_mdcns.samplers.base import NegativeSampler, register
+from recbole_mdcns.scoring import EncodedBatch
+
+
+def draw_top_m(scores: Tensor, top_m: int, num: int) -> Tensor:
+    """Positions [B, num] drawn uniformly without replacement among each row's top-M scores."""
+    top = scores.topk(top_m, dim=1).indices
+    if top_m == num:
+        return top
+    pick = torch.rand(top.shape, device=top.device).argsort(dim=1)[:, :num]
+    return top.gather(1, pick)
+
+
+@register("DNS")
+class DNSSampler(NegativeSampler):
+    params = (Param("dns_top_m", int, minimum=1),)
+    uses_candidate_pool = True
+
+    @classmethod
+    def check_config(cls, config: Any) -> list[str]:
+        k, m, c = config["neg_num"], config["dns_top_m"], config["neg_candidate_num"]
+        problems = []
+        if m > c:
+            problems.append(f"dns_top_m = {m}: must be <= neg_candidate_num ({c})")
+        if k > m:
+            problems.append(f"neg_num = {k}: must be <= dns_top_m ({m}); DNS draws the K negatives among the top-M")
+        return problems
+
+    def sample(self, batch: EncodedBatch) -> Tensor:
+        candidates = self.candidate_pool(batch)
+        scores = batch.score_detached(candidates)
+        return candidates.gather(1, draw_top_m(scores, self.config["dns_top_m"], self.neg_num))

@@ -1,0 +1,50 @@
+"""Popularity negatives: K ids with probability proportional to count^alpha (as RecBole's)."""
+from __future__ import annotations
+
+from logging import getLogger
+from typing import Any
+
+import torch
+from recbole.data.dataset import Dataset
+from torch import Tensor
+
+from recbole_mdcns.params import Param
+from recbole_mdcns.samplers.base import NegativeSampler, contains, draw_from_complement, register
+from recbole_mdcns.scoring import EncodedBatch
+
+MAX_REDRAWS = 50
+
+
+@register("popularity")
+class PopularitySampler(NegativeSampler):
+    """Counts are the item's occurrences as a training target. Excluded draws are
+    redrawn; after MAX_REDRAWS rounds the rare rows whose free items carry almost no
+    popularity mass fall back to a uniform draw over their free items (logged)."""
+
+    params = (Param("popularity_alpha", float, minimum=0),)
+
+    def __init__(self, config: Any, dataset: Dataset):
+        super().__init__(config, dataset)
+        counts = torch.bincount(dataset.inter_feat[config["ITEM_ID_FIELD"]], minlength=self.n_items + 1)
+        weights = counts.double().pow(config["popularity_alpha"])
+        weights[0] = 0.0  # padding
+        if weights.sum() == 0:  # alpha > 0 and no counts cannot happen on a real split
+            weights[1:] = 1.0
+        self.probs = (weights / weights.sum()).float().to(self.device)
+
+    def sample(self, batch: EncodedBatch) -> Tensor:
+        excluded = self.exclusion.for_batch(batch).sort(dim=1).values
+        rows, k = batch.size, self.neg_num
+        draws = torch.multinomial(self.probs, rows * k, replacement=True).view(rows, k)
+        bad = contains(excluded, draws)
+        for _ in range(MAX_REDRAWS):
+            n_bad = int(bad.sum())
+            if n_bad == 0:
+                return draws
+            draws[bad] = torch.multinomial(self.probs, n_bad, replacement=True)
+            bad = contains(excluded, draws)
+        still = bad.any(dim=1)
+        getLogger().debug("popularity sampler: %d rows fell back to uniform", int(still.sum()))
+        fallback = draw_from_complement(excluded[still], k, self.n_items)
+        draws[still] = torch.where(bad[still], fallback, draws[still])
+        return draws

@@ -1,0 +1,100 @@
+"""The one Trainer subclass: RecBole's fit loop with the sampler's loss per batch.
+
+RecBole's `_train_epoch` already takes the per-batch loss as an argument, so the fit
+loop, evaluation, early stopping, logging, tensorboard and progress bars stay
+RecBole's. Overridden: the per-batch loss (through `_train_epoch`'s `loss_func`), the
+epoch's log line (the sampler's diagnostics beside the loss) and the checkpoint
+format (plain, weights_only-loadable, with the sampler's state).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from recbole.data.interaction import Interaction
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_mdcns import checkpoint
+from recbole_mdcns.samplers.base import Loss, NegativeSampler
+from recbole_mdcns.scoring import encode_batch
+
+
+class SampledTrainer(Trainer):
+    """RecBole's Trainer, training `model` with `sampler`'s negatives.
+
+    With `sampler=None` it is RecBole's Trainer with the model's own loss (the
+    reference runs), still writing the plugin's checkpoint format.
+    """
+
+    def __init__(self, config: Any, model: Any, sampler: Optional[NegativeSampler] = None):
+        super().__init__(config, model)
+        self.sampler = sampler
+        self.diagnostics: dict[str, float] = {}
+        if sampler is not None:
+            self.optimizer.register_step_post_hook(lambda *_: sampler.after_optimizer_step())
+
+    def _sampled_loss(self, interaction: Interaction) -> Loss:
+        return self.sampler.loss(encode_batch(self.model, interaction))
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.sampler is None:
+            return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        loss = super()._train_epoch(train_data, epoch_idx, self._sampled_loss, show_progress)
+        self.sampler.on_epoch_end(epoch_idx)
+        self.diagnostics = self.sampler.pop_diagnostics()
+        return loss
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        line = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        if not self.diagnostics:
+            return line
+        extra = ", ".join(set_color(k, "blue") + f": {v:.4f}" for k, v in self.diagnostics.items())
+        return line[:-1] + ", " + extra + "]"
+
+    def _add_train_loss_to_tensorboard(self, epoch_idx, losses, tag="Loss/Train"):
+        super()._add_train_loss_to_tensorboard(epoch_idx, losses, tag)
+        for name, value in self.diagnostics.items():
+            self.tensorboard.add_scalar(f"Sampler/{name}", value, epoch_idx)
+
+    # ----- checkpoints -------------------------------------------------------------
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config.final_config_dict,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict() if self.sampler is not None else {},
+        }
+        checkpoint.save(state, path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def _load_model(self, path: str) -> dict[str, Any]:
+        state = checkpoint.load(path, self.device)
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state.get("other_parameter"))
+        return state
+
+    def resume_checkpoint(self, resume_file):
+        self.saved_model_file = str(resume_file)
+        state = self._load_model(self.saved_model_file)
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data:
+            path = model_file or self.saved_model_file
+            self._load_model(path)
+            self.logger.info(f"Loading model structure and parameters from {path}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)

@@ -1,0 +1,24 @@
+"""Train and test a RecBole sequential model with a recbole-mdcns negative sampler.
+
+    python run_recbole_mdcns.py --model=SASRec --sampler=DNS --config_files=yaml/quick.yaml
+
+Every other `--key=value` reaches RecBole's Config, as with RecBole's run_recbole.py.
+"""
+import argparse
+
+from recbole_mdcns import run_recbole_mdcns
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", type=str, default="SASRec", help="RecBole model name")
+    parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
+    parser.add_argument("--sampler", type=str, default=None, help="negative sampler; default: the plugin's default")
+    parser.add_argument("--config_files", type=str, default=None, help="space-separated yaml files")
+    args, _ = parser.parse_known_args()
+
+    run_recbole_mdcns(
+        model=args.model,
+        dataset=args.dataset,
+        config_file_list=args.config_files.strip().split(" ") if args.config_files else None,
+        config_dict={"sampler": args.sampler} if args.sampler else None,
+    )
