@@ -20,7 +20,7 @@ import torch
 def plain(value: Any) -> Any:
     """`value` with every leaf a tensor, number, string, bool or None."""
     if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {k if isinstance(k, (int, str)) else str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
     if isinstance(value, np.generic):  # np.float64 subclasses float but is no plain float

@@ -1,0 +1,96 @@
+"""Bad input gets one clear message at start-up, before any training time is spent."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from recbole_mdcns import ConfigError, run_recbole_mdcns
+from recbole_mdcns.config import Config
+from recbole_mdcns.trainer import SampledTrainer
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if training starts."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started despite a bad config")
+
+    monkeypatch.setattr(SampledTrainer, "fit", refuse)
+
+
+def start(tiny_config, model="SASRec", **keys):
+    return run_recbole_mdcns(model=model, config_dict={**tiny_config, **keys})
+
+
+def test_unknown_sampler_lists_the_valid_ones(tiny_config, no_training):
+    with pytest.raises(ConfigError, match="sampler = 'hardest'.*valid samplers: none, DNS, popularity, uniform"):
+        start(tiny_config, sampler="hardest")
+
+
+def test_unsupported_model_names_the_supported_ones(tiny_config, no_training):
+    with pytest.raises(ConfigError, match="model = 'BERT4Rec' is not supported.*supported models: .*GRU4Rec.*SASRec"):
+        start(tiny_config, model="BERT4Rec", sampler="DNS")
+
+
+def test_unsupported_model_is_fine_without_a_sampler(tiny_config):
+    assert Config("BERT4Rec", config_dict={**tiny_config, "sampler": "none"})["sampler"] == "none"
+
+
+def test_candidate_pool_at_or_above_the_item_count(tiny_config, no_training):
+    n_items = 60
+    with pytest.raises(ConfigError, match=f"neg_candidate_num = {n_items}: must be below the number of items \\({n_items}\\)"):
+        start(tiny_config, sampler="DNS", neg_candidate_num=n_items)
+    assert not os.path.exists(tiny_config["checkpoint_dir"])  # nothing written
+
+
+@pytest.mark.parametrize("value", ["hinge", 3])
+def test_neg_loss_must_be_bpr_or_bce(tiny_config, no_training, value):
+    with pytest.raises(ConfigError, match=f"neg_loss = {value!r}: must be one of BPR, BCE"):
+        start(tiny_config, sampler="uniform", neg_loss=value)
+
+
+@pytest.mark.parametrize("value", [0, -2, 1.5])
+def test_neg_num_must_be_a_positive_integer(tiny_config, no_training, value):
+    with pytest.raises(ConfigError, match=f"neg_num = {value!r}: must be an integer >= 1"):
+        start(tiny_config, sampler="uniform", neg_num=value)
+
+
+def test_all_problems_are_reported_at_once(tiny_config):
+    with pytest.raises(ConfigError) as error:
+        Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "neg_num": 0, "neg_exclude": "all"})
+    assert len(error.value.problems) == 2
+
+
+def test_dns_cross_key_constraints(tiny_config):
+    with pytest.raises(ConfigError, match="dns_top_m = 20: must be <= neg_candidate_num \\(10\\)"):
+        Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "dns_top_m": 20})
+    with pytest.raises(ConfigError, match="neg_num = 2: must be <= dns_top_m \\(1\\)"):
+        Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "neg_num": 2})
+
+
+def test_recbole_negative_sampling_conflicts_with_a_sampler(tiny_config):
+    with pytest.raises(ConfigError, match="train_neg_sample_args .* must be unset when sampler = 'DNS'"):
+        Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "train_neg_sample_args": {"distribution": "uniform"}})
+
+
+def test_sampler_defaults_are_below_user_values(tiny_config, tmp_path):
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": "dns"})
+    assert (config["sampler"], config["dns_top_m"], config["neg_loss"], config["neg_exclude"]) == ("DNS", 1, "BPR", "history")
+    assert config["neg_candidate_num"] == 10  # the user's value beats the default of 100
+    yaml_file = tmp_path / "mine.yaml"
+    yaml_file.write_text("sampler: DNS\ndns_top_m: 4\nneg_loss: bce\n")
+    config = Config("SASRec", config_file_list=[str(yaml_file)], config_dict=tiny_config)
+    assert (config["dns_top_m"], config["neg_loss"]) == (4, "BCE")
+
+
+def test_command_line_keys_reach_the_config(tiny_config, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["run_recbole_mdcns.py", "--sampler=DNS", "--dns_top_m=3"])
+    config = Config("SASRec", config_dict=tiny_config)
+    assert (config["sampler"], config["dns_top_m"]) == ("DNS", 3)
+
+
+def test_integral_floats_become_integers(tiny_config):
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "neg_candidate_num": 8.0})
+    assert config["neg_candidate_num"] == 8 and isinstance(config["neg_candidate_num"], int)

@@ -1,0 +1,188 @@
+"""Sampler behaviour on fixed embeddings: exclusion, distributions, hardness, losses."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from recbole_mdcns.losses import ranking_loss
+from recbole_mdcns.samplers import sampler_class
+from recbole_mdcns.samplers.base import draw_from_complement
+from recbole_mdcns.samplers.dns import draw_top_m
+from recbole_mdcns.scoring import EncodedBatch
+
+N_ITEMS, DIM, ROWS, SEQ = 200, 8, 256, 6
+
+
+def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor) -> bool:
+    """Pearson's statistic below the 99.9% quantile (Wilson-Hilferty approximation)."""
+    expected = probs * counts.sum()
+    keep = expected > 0
+    stat = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum().item()
+    dof = int(keep.sum()) - 1
+    z999 = 3.09
+    quantile = dof * (1 - 2 / (9 * dof) + z999 * (2 / (9 * dof)) ** 0.5) ** 3
+    return stat < quantile
+
+
+class FakeDataset:
+    """What a sampler reads from RecBole's training dataset."""
+
+    item_num = N_ITEMS + 1
+    user_num = ROWS + 1
+
+    def __init__(self, seqs: torch.Tensor, targets: torch.Tensor):
+        self.inter_feat = {"user_id": torch.arange(1, ROWS + 1), "item_id": targets, "item_id_list": seqs}
+
+
+def make_batch(seed: int = 0) -> tuple[EncodedBatch, FakeDataset]:
+    gen = torch.Generator().manual_seed(seed)
+    seqs = torch.randint(1, N_ITEMS + 1, (ROWS, SEQ), generator=gen)
+    seqs[: ROWS // 2, SEQ - 2 :] = 0  # half the rows are padded
+    targets = torch.randint(1, N_ITEMS + 1, (ROWS,), generator=gen)
+    batch = EncodedBatch(
+        interaction=None,
+        seq_emb=torch.randn(ROWS, DIM, generator=gen),
+        item_table=torch.randn(N_ITEMS + 1, DIM, generator=gen),
+        pos_items=targets,
+        item_seq=seqs,
+        users=torch.arange(1, ROWS + 1),
+    )
+    return batch, FakeDataset(seqs, targets)
+
+
+def make_sampler(name: str, dataset: FakeDataset, **keys):
+    config = {
+        "neg_loss": "BPR", "neg_num": 1, "neg_candidate_num": 50, "neg_exclude": "history",
+        "dns_top_m": 1, "popularity_alpha": 1.0, "device": torch.device("cpu"), "dataset": "fake",
+        "ITEM_ID_FIELD": "item_id", "USER_ID_FIELD": "user_id", "LIST_SUFFIX": "_list",
+        "MAX_ITEM_LIST_LENGTH": SEQ, **keys,
+    }
+    return sampler_class(name)(config, dataset)
+
+
+def excluded_mask(batch: EncodedBatch, negatives: torch.Tensor) -> torch.Tensor:
+    in_prefix = (negatives.unsqueeze(-1) == batch.item_seq.unsqueeze(1)).any(-1)
+    return in_prefix | (negatives == batch.pos_items.unsqueeze(1))
+
+
+def test_draw_from_complement_is_uniform_over_the_free_items():
+    torch.manual_seed(0)
+    n = 12
+    excluded = torch.tensor([[3, 5, 5, 13, 1, 13]]).repeat(4, 1)  # duplicates and padding (13 = n+1)
+    draws = draw_from_complement(excluded, 6000, n)
+    assert not torch.isin(draws, torch.tensor([1, 3, 5])).any()
+    assert draws.min() >= 1 and draws.max() <= n
+    counts = torch.bincount(draws.flatten(), minlength=n + 1).double()
+    probs = torch.ones(n + 1, dtype=torch.double)
+    probs[[0, 1, 3, 5]] = 0
+    assert chi_square_ok(counts, probs / probs.sum())
+
+
+def test_draw_from_complement_with_a_single_free_item():
+    excluded = torch.tensor([[1, 2, 4, 5]])
+    assert torch.equal(draw_from_complement(excluded, 50, 5), torch.full((1, 50), 3))
+
+
+@pytest.mark.parametrize("name", ["uniform", "popularity", "DNS"])
+def test_negatives_never_hit_target_or_prefix(name):
+    torch.manual_seed(0)
+    batch, dataset = make_batch()
+    sampler = make_sampler(name, dataset, neg_num=1)
+    for _ in range(20):
+        negatives = sampler.sample(batch)
+        assert negatives.shape == (ROWS, 1)
+        assert not excluded_mask(batch, negatives).any()
+        assert negatives.min() >= 1 and negatives.max() <= N_ITEMS
+
+
+def test_user_exclusion_skips_every_training_item_of_the_user():
+    torch.manual_seed(0)
+    batch, dataset = make_batch()
+    # make user u's rows own a second sequence: user 1 gets all items of rows 1..3
+    dataset.inter_feat["user_id"] = torch.arange(ROWS) // 4 + 1
+    batch.users = dataset.inter_feat["user_id"]
+    sampler = make_sampler("uniform", dataset, neg_exclude="user", neg_num=8)
+    negatives = sampler.sample(batch)
+    for row in range(ROWS):
+        same_user = dataset.inter_feat["user_id"] == batch.users[row]
+        owned = torch.cat([dataset.inter_feat["item_id"][same_user], dataset.inter_feat["item_id_list"][same_user].flatten()])
+        assert not torch.isin(negatives[row], owned).any()
+
+
+def test_uniform_negatives_are_uniform():
+    torch.manual_seed(1)
+    batch, dataset = make_batch()
+    batch.item_seq[:] = 0
+    batch.pos_items[:] = 1
+    sampler = make_sampler("uniform", dataset, neg_num=64)
+    counts = torch.bincount(sampler.sample(batch).flatten(), minlength=N_ITEMS + 1).double()
+    probs = torch.ones(N_ITEMS + 1, dtype=torch.double)
+    probs[:2] = 0
+    assert chi_square_ok(counts, probs / probs.sum())
+
+
+def test_popularity_follows_count_to_the_alpha():
+    torch.manual_seed(2)
+    batch, dataset = make_batch()
+    batch.item_seq[:] = 0
+    batch.pos_items[:] = 1
+    dataset.inter_feat["item_id"] = torch.randint(1, 21, (ROWS,))  # only items 1..20 are popular
+    sampler = make_sampler("popularity", dataset, neg_num=64, popularity_alpha=0.5)
+    counts = torch.bincount(sampler.sample(batch).flatten(), minlength=N_ITEMS + 1).double()
+    probs = torch.bincount(dataset.inter_feat["item_id"], minlength=N_ITEMS + 1).double().sqrt()
+    probs[1] = 0  # the target is excluded
+    assert counts[21:].sum() == 0
+    assert chi_square_ok(counts, probs / probs.sum())
+
+
+def score_percentile(batch: EncodedBatch, negatives: torch.Tensor) -> float:
+    """Mean fraction of items each negative outscores."""
+    all_scores = batch.seq_emb @ batch.item_table[1:].T
+    neg_scores = batch.score_detached(negatives)
+    return (all_scores.unsqueeze(1) < neg_scores.unsqueeze(-1)).double().mean().item()
+
+
+def test_dns_picks_higher_scored_negatives_than_uniform():
+    torch.manual_seed(3)
+    batch, dataset = make_batch()
+    uniform = score_percentile(batch, make_sampler("uniform", dataset).sample(batch))
+    dns = score_percentile(batch, make_sampler("DNS", dataset, neg_candidate_num=50).sample(batch))
+    dns_m5 = score_percentile(batch, make_sampler("DNS", dataset, neg_candidate_num=50, dns_top_m=5).sample(batch))
+    assert 0.45 < uniform < 0.55
+    assert dns > 0.95  # the best of 50 uniform candidates
+    assert uniform < dns_m5 < dns
+
+
+def test_draw_top_m_draws_uniformly_among_the_top_m():
+    torch.manual_seed(4)
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.8, 0.7, 0.0]]).repeat(3000, 1)
+    picks = draw_top_m(scores, top_m=3, num=2)
+    assert torch.isin(picks, torch.tensor([1, 3, 4])).all()
+    assert (picks[:, 0] != picks[:, 1]).all()  # without replacement
+    counts = torch.bincount(picks.flatten(), minlength=6).double()
+    assert chi_square_ok(counts, torch.tensor([0, 1, 0, 1, 1, 0.0]) / 3)
+
+
+def test_loss_gradient_reaches_the_chosen_negatives_only():
+    torch.manual_seed(5)
+    batch, dataset = make_batch()
+    batch.item_table.requires_grad_(True)
+    sampler = make_sampler("DNS", dataset)
+    loss = sampler.loss(batch)
+    loss.backward()
+    touched = batch.item_table.grad.abs().sum(1) > 0
+    assert touched[batch.pos_items].all()
+    assert touched.sum() < N_ITEMS  # selection itself carries no gradient to the pool
+    assert "neg_score" in sampler.pop_diagnostics()
+
+
+def test_bpr_and_bce_match_their_formulas():
+    pos = torch.tensor([2.0, -1.0])
+    neg = torch.tensor([[1.0, 0.0], [0.5, -2.0]])
+    sig = torch.sigmoid
+    bpr = -torch.log(sig(pos.unsqueeze(1) - neg)).mean()
+    bce = (-torch.log(sig(pos)) - torch.log(1 - sig(neg)).mean(1)).mean()
+    assert torch.isclose(ranking_loss(pos, neg, "BPR"), bpr)
+    assert torch.isclose(ranking_loss(pos, neg, "BCE"), bce)

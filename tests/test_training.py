@@ -1,0 +1,89 @@
+"""End to end on the tiny dataset: training, evaluation, checkpoints, the run script."""
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from recbole_mdcns import run_recbole_mdcns
+from recbole_mdcns.config import Config
+from recbole_mdcns.quick_start import _prepare
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize(
+    "model, keys",
+    [
+        ("SASRec", {"sampler": "DNS"}),
+        ("GRU4Rec", {"sampler": "popularity", "neg_loss": "BCE"}),
+        ("NARM", {"sampler": "uniform", "neg_num": 3, "neg_exclude": "user"}),
+        ("SASRec", {"sampler": "none"}),  # RecBole's own CE training in the same harness
+    ],
+)
+def test_train_and_test(model, keys, tiny_config):
+    result = run_recbole_mdcns(model=model, config_dict={**tiny_config, **keys, "epochs": 2}, saved=True)
+    assert set(result["test_result"]) == {"recall@10", "ndcg@10"}
+    assert 0 <= result["test_result"]["ndcg@10"] <= 1
+    (checkpoint,) = glob.glob(os.path.join(tiny_config["checkpoint_dir"], "*.pth"))
+    state = torch.load(checkpoint, weights_only=True)  # the plugin's files need no unpickling
+    assert state["config"]["sampler"] == Config(model, config_dict={**tiny_config, **keys})["sampler"]
+
+
+def test_hardness_is_logged_per_epoch(tiny_config, caplog):
+    with caplog.at_level(logging.INFO):
+        run_recbole_mdcns(model="SASRec", config_dict={**tiny_config, "sampler": "DNS"}, saved=False)
+    assert any("epoch 0 training" in r.getMessage() and "neg_score" in r.getMessage() for r in caplog.records)
+
+
+def test_best_model_is_the_one_evaluated(tiny_config):
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": "uniform", "epochs": 2})
+    _, model, trainer, (train_data, valid_data, test_data) = _prepare(config)
+    trainer.fit(train_data, valid_data, saved=True)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # spoil the live model; evaluation must reload the saved one
+    trainer.evaluate(test_data, load_best_model=True)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_resume_restores_model_optimiser_and_progress(tiny_config):
+    keys = {**tiny_config, "sampler": "DNS", "epochs": 2}
+    config = Config("SASRec", config_dict=keys)
+    _, model, trainer, (train_data, valid_data, _) = _prepare(config)
+    trainer.fit(train_data, valid_data, saved=True)
+    _, fresh_model, fresh, _ = _prepare(Config("SASRec", config_dict=keys))
+    fresh.resume_checkpoint(trainer.saved_model_file)
+    state = torch.load(trainer.saved_model_file, weights_only=True)
+    assert fresh.start_epoch == state["epoch"] + 1
+    assert all(torch.equal(v, fresh_model.state_dict()[k]) for k, v in state["state_dict"].items())
+    resumed, saved = fresh.optimizer.state_dict()["state"], trainer.optimizer.state_dict()["state"]
+    assert resumed.keys() == saved.keys()
+    assert all(torch.equal(resumed[i]["exp_avg"], saved[i]["exp_avg"]) for i in saved)
+
+
+def test_refuses_a_checkpoint_that_needs_unpickling(tiny_config, tmp_path):
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": "uniform"})
+    _, _, trainer, _ = _prepare(config)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"config": config, "epoch": 0}, foreign)  # a pickled object, as stock RecBole writes
+    with pytest.raises(ValueError, match="not a recbole-mdcns checkpoint.*weights_only=False"):
+        trainer.resume_checkpoint(foreign)
+
+
+def test_run_script_on_the_command_line(data_root, tmp_path):
+    cmd = [
+        sys.executable, os.path.join(ROOT, "run_recbole_mdcns.py"), "--model=GRU4Rec", "--sampler=DNS",
+        "--dataset=tiny", f"--data_path={data_root}", f"--checkpoint_dir={tmp_path}",
+        f"--config_files={os.path.join(ROOT, 'yaml', 'quick.yaml')}", "--epochs=1", "--neg_candidate_num=10",
+        "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test result" in out.stdout + out.stderr
