@@ -7,6 +7,8 @@ plugin's own checkpoints are written in a form that loads with `weights_only=Tru
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -39,11 +41,20 @@ def _import_models_without_anomaly_detection() -> None:
     torch.autograd.set_detect_anomaly(False)
 
 
+def _silence_recbole_future_warnings() -> None:
+    # RecBole 1.2.1's own code triggers FutureWarnings on every run (pandas chained
+    # fillna in Dataset, torch.cuda.amp.GradScaler in Trainer). The versions they warn
+    # about are pinned out (pandas<3) or still work; only warnings raised from
+    # RecBole's modules are silenced.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
+
+
 def apply() -> None:
     """Apply every fix once."""
     global _APPLIED
     if _APPLIED:
         return
     _add_numpy_aliases()
+    _silence_recbole_future_warnings()
     _import_models_without_anomaly_detection()
     _APPLIED = True

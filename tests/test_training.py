@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("SASRec", {"sampler": "DNS"}),
         ("GRU4Rec", {"sampler": "popularity", "neg_loss": "BCE"}),
         ("NARM", {"sampler": "uniform", "neg_num": 3, "neg_exclude": "user"}),
+        ("SASRec", {"sampler": "GenNi", "genni_item_ratio": 0.5}),
         ("SASRec", {"sampler": "none"}),  # RecBole's own CE training in the same harness
     ],
 )

@@ -1,0 +1,192 @@
+"""Seconds per training epoch: SASRec on ml-100k with `yaml/quick.yaml`, on CPU.
+
+    python benchmarks/speed.py                       # every variant, 3 epochs each
+    python benchmarks/speed.py --only uniform,dns_c10 --repeats 1
+    python benchmarks/speed.py --skip-done           # resume: run only variants not yet measured
+    python benchmarks/speed.py --render-only         # rewrite speed.md from speed.jsonl
+
+Each variant is built once (dataset, model, sampler, trainer, seed 2020), then
+`trainer._train_epoch` alone (no evaluation, no warm-up) is timed with
+`time.perf_counter()` for `repeats` consecutive epochs (epoch_idx 0, 1, 2, ...) on the
+same trainer; the statistic is the median of those epochs. Torch keeps its default
+thread count. Each variant appends one JSON line to `<out>/speed.jsonl`, and
+`<out>/speed.md` is regenerated from the latest line of each variant.
+
+To add a variant (GenNi, DivNS, MDCNS, ...), add one row to `VARIANTS`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import torch  # noqa: E402
+
+MODEL = "SASRec"
+DATASET = "ml-100k"
+CONFIG_FILES = [os.path.join(REPO_ROOT, "yaml", "quick.yaml")]
+SEED = 2020
+
+
+def _recbole_dns(candidates: int) -> dict[str, Any]:
+    """RecBole's own dynamic negative sampling (DNS) over `candidates` uniform candidates."""
+    neg_args = {"distribution": "uniform", "sample_num": 1, "dynamic": True, "candidate_num": candidates}
+    return {"sampler": "none", "loss_type": "BPR", "train_neg_sample_args": neg_args}
+
+
+# (name, config dict, repeats: None = the --repeats option)
+VARIANTS: list[tuple[str, dict[str, Any], Optional[int]]] = [
+    ("recbole_uniform_bpr", {"sampler": "none", "loss_type": "BPR",
+                             "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, None),
+    ("recbole_dns_c10", _recbole_dns(10), None),
+    ("recbole_dns_c100", _recbole_dns(100), 1),  # re-encodes every sequence per candidate: ~200+ s an epoch
+    ("uniform", {"sampler": "uniform"}, None),
+    ("popularity", {"sampler": "popularity"}, None),
+    ("dns_c10", {"sampler": "DNS", "neg_candidate_num": 10}, None),
+    ("dns_c100", {"sampler": "DNS", "neg_candidate_num": 100}, None),
+    ("genni_rho1", {"sampler": "GenNi", "genni_item_ratio": 1.0}, None),
+    ("genni_rho0.1", {"sampler": "GenNi", "genni_item_ratio": 0.1}, None),
+]
+OUR_REFERENCE = "uniform"
+RECBOLE_REFERENCE = "recbole_uniform_bpr"
+
+
+def machine() -> dict[str, Any]:
+    """What the timings were taken on."""
+    cpu_model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {
+        "arch": platform.machine(),
+        "processor": platform.processor(),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+def time_epochs(config_dict: dict[str, Any], repeats: int) -> list[float]:
+    """Seconds of each of `repeats` consecutive training epochs of one freshly built trainer."""
+    from recbole_mdcns.config import Config
+    from recbole_mdcns.quick_start import _prepare
+
+    with tempfile.TemporaryDirectory() as checkpoints:
+        overrides = {"seed": SEED, "checkpoint_dir": checkpoints, "show_progress": False, "gpu_id": ""}
+        config = Config(model=MODEL, dataset=DATASET, config_file_list=CONFIG_FILES,
+                        config_dict={**config_dict, **overrides})
+        _, model, trainer, (train_data, _, _) = _prepare(config)
+        neg_args = config["train_neg_sample_args"] or {}
+        if neg_args.get("dynamic", False):  # as RecBole's Trainer.fit does
+            train_data.get_model(model)
+        seconds = []
+        for epoch_idx in range(repeats):
+            start = time.perf_counter()
+            trainer._train_epoch(train_data, epoch_idx, show_progress=False)
+            seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _ratio(value: float, reference: Optional[float]) -> str:
+    return f"{value / reference:.2f}" if reference else "–"
+
+
+def _describe(m: dict[str, Any]) -> str:
+    cpu = m.get("cpu_model") or m.get("processor") or m.get("arch")
+    return f"{cpu} ({m.get('arch')}), {m.get('cpu_count')} logical CPUs, torch {m.get('torch')}"
+
+
+def render(jsonl_path: str) -> str:
+    """The markdown table of `jsonl_path`: the latest line of each variant, in `VARIANTS` order."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in read_jsonl(jsonl_path):
+        latest[row["variant"]] = row
+    known = [name for name, _, _ in VARIANTS]
+    order = [name for name in known if name in latest] + [name for name in latest if name not in known]
+    ours = latest.get(OUR_REFERENCE, {}).get("median_seconds")
+    recbole = latest.get(RECBOLE_REFERENCE, {}).get("median_seconds")
+    lines = [
+        f"# Training speed: {MODEL} on {DATASET}, yaml/quick.yaml, CPU",
+        "",
+        "Median seconds of one training epoch (no evaluation) over `runs` consecutive epochs.",
+        "",
+        f"| variant | median s/epoch | runs | ratio to our {OUR_REFERENCE} | ratio to RecBole uniform BPR |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in order:
+        row = latest[name]
+        median = row["median_seconds"]
+        lines.append(f"| {name} | {median:.2f} | {len(row['epoch_seconds'])} | {_ratio(median, ours)} "
+                     f"| {_ratio(median, recbole)} |")
+    for described in sorted({_describe(latest[name]["machine"]) for name in order}):
+        lines += ["", f"Machine: {described}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(out: str) -> str:
+    path = os.path.join(out, "speed.md")
+    with open(path, "w") as f:
+        f.write(render(os.path.join(out, "speed.jsonl")))
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (default 3)")
+    parser.add_argument("--only", type=str, default=None, help="comma-separated variant names")
+    parser.add_argument("--out", type=str, default=os.path.join(REPO_ROOT, "benchmarks", "results"))
+    parser.add_argument("--skip-done", action="store_true", help="skip variants already in speed.jsonl")
+    parser.add_argument("--render-only", action="store_true", help="only regenerate speed.md")
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # RecBole's Config would read any --key=value left here
+
+    names = [name for name, _, _ in VARIANTS]
+    only = args.only.split(",") if args.only else names
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(names)}")
+    os.makedirs(args.out, exist_ok=True)
+    jsonl = os.path.join(args.out, "speed.jsonl")
+
+    if not args.render_only:
+        done = {row["variant"] for row in read_jsonl(jsonl)} if args.skip_done else set()
+        for name, config_dict, repeats in VARIANTS:
+            if name not in only or name in done:
+                continue
+            seconds = time_epochs(config_dict, repeats or args.repeats)
+            row = {
+                "variant": name,
+                "model": MODEL,
+                "dataset": DATASET,
+                "config": config_dict,
+                "epoch_seconds": seconds,
+                "median_seconds": statistics.median(seconds),
+                "machine": machine(),
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            with open(jsonl, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{name}: {', '.join(f'{s:.2f}' for s in seconds)} s/epoch", flush=True)
+    print(f"wrote {write_markdown(args.out)}")
+
+
+if __name__ == "__main__":
+    main()
