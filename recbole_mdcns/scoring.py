@@ -114,9 +114,13 @@ class EncodedBatch:
     def size(self) -> int:
         return self.pos_items.shape[0]
 
+    def item_rows(self, items: Tensor) -> Tensor:
+        """Rows of E for ids of any shape: [..., d] (index_select is the fastest gather)."""
+        return self.item_table.index_select(0, items.reshape(-1)).view(*items.shape, -1)
+
     def score(self, items: Tensor) -> Tensor:
         """Scores <h_b, E[items[b, j]]> of ids [B, n], with gradient: [B, n]."""
-        return self.score_embeddings(self.item_table[items])
+        return self.score_embeddings(self.item_rows(items))
 
     def score_embeddings(self, item_emb: Tensor) -> Tensor:
         """Scores <h_b, v[b, j]> of embeddings [B, n, d]: [B, n]."""
@@ -125,11 +129,11 @@ class EncodedBatch:
     @torch.no_grad()
     def score_detached(self, items: Tensor) -> Tensor:
         """Scores of ids [B, n] for selection: no gradient."""
-        return torch.bmm(self.item_table[items], self.seq_emb.unsqueeze(-1)).squeeze(-1)
+        return self.score(items)
 
     def pos_score(self) -> Tensor:
         """Scores of the targets, with gradient: [B]."""
-        return (self.seq_emb * self.item_table[self.pos_items]).sum(-1)
+        return (self.seq_emb * self.item_rows(self.pos_items)).sum(-1)
 
 
 def encode_batch(model: nn.Module, interaction: Interaction) -> EncodedBatch:

@@ -24,11 +24,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("GRU4Rec", {"sampler": "popularity", "neg_loss": "BCE"}),
         ("NARM", {"sampler": "uniform", "neg_num": 3, "neg_exclude": "user"}),
         ("SASRec", {"sampler": "GenNi", "genni_item_ratio": 0.5}),
+        ("SASRec", {"sampler": "DivNS", "epochs": 3}),
+        ("GRU4Rec", {"sampler": "DivNS", "divns_dpp_mode": "greedy"}),
         ("SASRec", {"sampler": "none"}),  # RecBole's own CE training in the same harness
     ],
 )
 def test_train_and_test(model, keys, tiny_config):
-    result = run_recbole_mdcns(model=model, config_dict={**tiny_config, **keys, "epochs": 2}, saved=True)
+    result = run_recbole_mdcns(model=model, config_dict={**tiny_config, "epochs": 2, **keys}, saved=True)
     assert set(result["test_result"]) == {"recall@10", "ndcg@10"}
     assert 0 <= result["test_result"]["ndcg@10"] <= 1
     (checkpoint,) = glob.glob(os.path.join(tiny_config["checkpoint_dir"], "*.pth"))

@@ -113,7 +113,7 @@ class NegativeSampler:
 
     def negative_embeddings(self, batch: EncodedBatch) -> Tensor:
         """Negative item embeddings [B, K, d], with gradient."""
-        return batch.item_table[self.sample(batch)]
+        return batch.item_rows(self.sample(batch))
 
     def loss(self, batch: EncodedBatch) -> Loss:
         """The training loss of one batch (a tuple is logged part by part)."""
@@ -209,17 +209,17 @@ def draw_from_complement(excluded: Tensor, num: int, n_items: int) -> Tensor:
     """
     rows, width = excluded.shape
     pad = n_items + 1
-    ex = excluded.clamp(max=pad).sort(dim=1).values
+    ex = excluded.clamp(max=pad).int().sort(dim=1).values  # int32: half the cost of int64 here
     duplicate = torch.zeros_like(ex, dtype=torch.bool)
     duplicate[:, 1:] = ex[:, 1:] == ex[:, :-1]
     ex = ex.masked_fill(duplicate, pad).sort(dim=1).values
     real = ex < pad
-    free = n_items - real.sum(dim=1, keepdim=True)  # [B, 1]
-    rank = (torch.rand(rows, num, device=ex.device) * free).long()
+    free = n_items - real.sum(dim=1, keepdim=True, dtype=torch.int32)  # [B, 1]
+    rank = (torch.rand(rows, num, device=ex.device) * free).int()
     rank = torch.minimum(rank, free - 1)  # float rounding can reach `free`
-    below = ex - 1 - torch.arange(width, device=ex.device)
+    below = ex - 1 - torch.arange(width, dtype=torch.int32, device=ex.device)
     below = below.masked_fill(~real, 2 * pad + width)  # padding never counts
-    return rank + 1 + torch.searchsorted(below, rank, right=True)
+    return (rank + 1 + torch.searchsorted(below, rank, right=True, out_int32=True)).long()
 
 
 def contains(sorted_sets: Tensor, items: Tensor) -> Tensor:
