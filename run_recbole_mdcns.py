@@ -12,7 +12,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", type=str, default="SASRec", help="RecBole model name")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
-    parser.add_argument("--sampler", type=str, default=None, help="negative sampler; default: the plugin's default")
+    parser.add_argument("--sampler", type=str, default=None, help="negative sampler (default MDCNS; none = RecBole's own training)")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated yaml files")
     args, _ = parser.parse_known_args()
 

@@ -56,6 +56,7 @@ VARIANTS: list[tuple[str, dict[str, Any], Optional[int]]] = [
     ("genni_rho1", {"sampler": "GenNi", "genni_item_ratio": 1.0}, None),
     ("genni_rho0.1", {"sampler": "GenNi", "genni_item_ratio": 0.1}, None),
     ("divns", {"sampler": "DivNS"}, None),
+    ("mdcns", {"sampler": "MDCNS"}, None),  # SASRec self, GRU4Rec peer (yaml/quick.yaml sizes)
 ]
 OUR_REFERENCE = "uniform"
 RECBOLE_REFERENCE = "recbole_uniform_bpr"

@@ -15,7 +15,7 @@ from recbole_mdcns.params import ConfigError, Param
 from recbole_mdcns.samplers import sampler_class, sampler_names
 from recbole_mdcns.scoring import backbone_for
 
-DEFAULT_SAMPLER = "uniform"
+DEFAULT_SAMPLER = "MDCNS"
 PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
 
 

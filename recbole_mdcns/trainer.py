@@ -31,6 +31,7 @@ class SampledTrainer(Trainer):
         self.sampler = sampler
         self.diagnostics: dict[str, float] = {}
         if sampler is not None:
+            sampler.attach(self)
             self.optimizer.register_step_post_hook(lambda *_: sampler.after_optimizer_step())
 
     def _sampled_loss(self, interaction: Interaction) -> Loss:

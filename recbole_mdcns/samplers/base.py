@@ -58,8 +58,9 @@ class NegativeSampler:
     """Base class: config keys, the exclusion sets, the candidate pool and the default loss.
 
     Subclasses set `params` (their own keys) and `uses_candidate_pool`, and implement
-    `sample` or `negative_embeddings`; samplers with state also override the hooks
-    `on_epoch_end`, `after_optimizer_step`, `state_dict` and `load_state_dict`.
+    `sample` or `negative_embeddings` (or the whole `loss`); samplers with state also
+    override the hooks `attach`, `on_epoch_end`, `after_optimizer_step`, `state_dict` and
+    `load_state_dict`.
     """
 
     name: ClassVar[str] = ""
@@ -127,6 +128,9 @@ class NegativeSampler:
         return draw_from_complement(excluded, num or self.candidate_num, self.n_items)
 
     # ----- hooks -------------------------------------------------------------------
+    def attach(self, trainer: Any) -> None:
+        """Called once by the trainer that runs this sampler (e.g. to build optimisers)."""
+
     def on_epoch_end(self, epoch: int) -> None:
         """Called after the last batch of each training epoch."""
 
