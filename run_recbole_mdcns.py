@@ -14,6 +14,7 @@ if __name__ == "__main__":
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
     parser.add_argument("--sampler", type=str, default=None, help="negative sampler (default MDCNS; none = RecBole's own training)")
     parser.add_argument("--config_files", type=str, default=None, help="space-separated yaml files")
+    parser.add_argument("--resume", type=str, default=None, help="a *-resume.pth training state to continue")
     args, _ = parser.parse_known_args()
 
     run_recbole_mdcns(
@@ -21,4 +22,5 @@ if __name__ == "__main__":
         dataset=args.dataset,
         config_file_list=args.config_files.strip().split(" ") if args.config_files else None,
         config_dict={"sampler": args.sampler} if args.sampler else None,
+        resume=args.resume,
     )

@@ -5,7 +5,9 @@
     python benchmarks/speed.py --skip-done           # resume: run only variants not yet measured
     python benchmarks/speed.py --render-only         # rewrite speed.md from speed.jsonl
 
-Each variant is built once (dataset, model, sampler, trainer, seed 2020), then
+Each variant runs in a fresh Python process (a variant measured right after RecBole's
+memory-hungry DNS ran measurably slower in the same process), is built once (dataset,
+model, sampler, trainer, seed 2020), then
 `trainer._train_epoch` alone (no evaluation, no warm-up) is timed with
 `time.perf_counter()` for `repeats` consecutive epochs (epoch_idx 0, 1, 2, ...) on the
 same trainer; the statistic is the median of those epochs. Torch keeps its default
@@ -21,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -164,6 +167,7 @@ def main() -> None:
     parser.add_argument("--out", type=str, default=os.path.join(REPO_ROOT, "benchmarks", "results"))
     parser.add_argument("--skip-done", action="store_true", help="skip variants already in speed.jsonl")
     parser.add_argument("--render-only", action="store_true", help="only regenerate speed.md")
+    parser.add_argument("--in-process", action="store_true", help="measure in this process (used per variant)")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config would read any --key=value left here
 
@@ -180,6 +184,11 @@ def main() -> None:
         for name, config_dict, repeats in VARIANTS:
             if name not in only or name in done:
                 continue
+            if not args.in_process:
+                command = [sys.executable, os.path.abspath(__file__), "--only", name, "--repeats", str(args.repeats),
+                           "--out", args.out, "--in-process"]
+                subprocess.run(command, check=True)
+                continue
             seconds, diagnostics = time_epochs(config_dict, repeats or args.repeats)
             row = {
                 "variant": name,
@@ -195,7 +204,8 @@ def main() -> None:
             with open(jsonl, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"{name}: {', '.join(f'{s:.2f}' for s in seconds)} s/epoch", flush=True)
-    print(f"wrote {write_markdown(args.out)}")
+    if not args.in_process:
+        print(f"wrote {write_markdown(args.out)}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Checkpoint files that load with `torch.load(..., weights_only=True)`.
+"""Checkpoint files that load with `torch.load(..., weights_only=True)`, and the random
+generator states that make a resumed run continue exactly.
 
 RecBole pickles its whole Config object into each checkpoint, which torch >= 2.6
 refuses to load by default. The plugin stores the config as a plain dict instead
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import random
 from enum import Enum
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -49,3 +51,30 @@ def load(path: str, device: Any) -> dict[str, Any]:
             "arbitrary code). If you trust the file, load it yourself with "
             "torch.load(path, weights_only=False)."
         ) from error
+
+
+def rng_state(loader_generator: Optional[torch.Generator]) -> dict[str, Any]:
+    """Every random generator training depends on, as plain values: torch (and CUDA),
+    numpy, python, and the training loader's own shuffling generator."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "python": [version, list(internal), gauss],
+        "loader": loader_generator.get_state() if loader_generator is not None else None,
+    }
+
+
+def set_rng_state(state: dict[str, Any], loader_generator: Optional[torch.Generator]) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if loader_generator is not None and state["loader"] is not None:
+        loader_generator.set_state(state["loader"])

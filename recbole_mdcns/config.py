@@ -6,22 +6,43 @@ then the user's yaml files, config dict and `--key=value` command line, as in Re
 """
 from __future__ import annotations
 
+import difflib
 import os
+from typing import Any
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_mdcns import compat
-from recbole_mdcns.params import ConfigError, Param
-from recbole_mdcns.samplers import sampler_class, sampler_names
+from recbole_mdcns.params import ConfigError
+from recbole_mdcns.samplers import sampler_class
+from recbole_mdcns.samplers.base import known_keys
 from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
 PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
+PLUGIN_PREFIXES = ("neg_", "dns_", "popularity_", "genni_", "divns_", "mdcns_")
+RECBOLE_LEGACY_KEYS = {"neg_sampling"}  # RecBole's own (deprecated) key with a plugin prefix
 
 
 def is_active(sampler) -> bool:
     """Whether a `sampler` value asks the plugin to train (anything but none)."""
     return sampler is not None and str(sampler).lower() != "none"
+
+
+def default_files(sampler: str) -> list[str]:
+    """The yaml files of a sampler's defaults, lowest priority first."""
+    own = os.path.join(PROPERTIES, f"{str(sampler).lower()}.yaml")
+    return [os.path.join(PROPERTIES, "sampler.yaml")] + ([own] if os.path.isfile(own) else [])
+
+
+def sampler_defaults(sampler: str) -> dict[str, Any]:
+    """A sampler's default keys (shared ones included)."""
+    defaults: dict[str, Any] = {}
+    for file in default_files(sampler):
+        with open(file, encoding="utf-8") as f:
+            defaults.update(yaml.safe_load(f) or {})
+    return defaults
 
 
 class Config(RecBoleConfig):
@@ -37,10 +58,8 @@ class Config(RecBoleConfig):
         sampler = self.external_config_dict.get("sampler", DEFAULT_SAMPLER)
         self.internal_config_dict["sampler"] = DEFAULT_SAMPLER
         if is_active(sampler):
-            self._update_internal_config_dict(os.path.join(PROPERTIES, "sampler.yaml"))
-            own = os.path.join(PROPERTIES, f"{str(sampler).lower()}.yaml")
-            if os.path.isfile(own):
-                self._update_internal_config_dict(own)
+            for file in default_files(sampler):
+                self._update_internal_config_dict(file)
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
@@ -71,25 +90,25 @@ class Config(RecBoleConfig):
         except ConfigError as error:
             raise ConfigError(error.problems) from None
         self.final_config_dict["sampler"] = cls.name
-        problems = []
+        problems = self._typos()
         try:
             backbone_for(self.model)
         except ConfigError as error:
             problems += error.problems
-        problems += self._coerce(cls.all_params())
-        if not problems:
-            problems += cls.check_config(self)
+        problems += cls.validate(self)
         if problems:
             raise ConfigError(problems)
 
-    def _coerce(self, params: tuple[Param, ...]) -> list[str]:
+    def _typos(self) -> list[str]:
+        """User keys with a plugin prefix that no sampler knows, with the closest known key."""
+        known = known_keys()
         problems = []
-        for param in params:
-            if param.key not in self.final_config_dict:
-                problems.append(f"{param.key} is missing: must be {param.allowed()}")
+        for key in sorted(self.external_config_dict):
+            if not key.startswith(PLUGIN_PREFIXES) or key in known or key in RECBOLE_LEGACY_KEYS:
                 continue
-            value, problem = param.coerce(self.final_config_dict[param.key])
-            if problem:
-                problems.append(problem)
-            self.final_config_dict[param.key] = value
+            if key in self.internal_config_dict:  # a RecBole or model key
+                continue
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "see the README's config keys"
+            problems.append(f"{key} is not a recbole-mdcns key ({hint})")
         return problems

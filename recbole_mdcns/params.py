@@ -20,7 +20,8 @@ class ConfigError(ValueError):
 class Param:
     """A config key with its type and allowed values.
 
-    `kind` is int, float, bool or str. Numbers may carry bounds (`minimum`/`maximum`,
+    `kind` is int, float, bool, str, or dict (a dict, or the path of a yaml file holding
+    one). Numbers may carry bounds (`minimum`/`maximum`,
     exclusive when `*_exclusive`), strings a tuple of `choices` (matched
     case-insensitively and returned in their canonical spelling).
     """
@@ -36,7 +37,8 @@ class Param:
     def allowed(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(map(str, self.choices))
-        noun = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+        noun = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                dict: "a dict or the path of a yaml file"}[self.kind]
         bounds = []
         if self.minimum is not None:
             bounds.append((">" if self.minimum_exclusive else ">=") + f" {self.minimum:g}")
@@ -49,6 +51,8 @@ class Param:
         bad = (value, f"{self.key} = {value!r}: must be {self.allowed()}")
         if self.kind is bool:
             return (value, None) if isinstance(value, bool) else bad
+        if self.kind is dict:
+            return ({} if value is None else value, None) if value is None or isinstance(value, (dict, str)) else bad
         if self.kind is str:
             if not isinstance(value, str):
                 return bad

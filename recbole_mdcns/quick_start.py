@@ -9,7 +9,9 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, get_model, init_logger, init_seed, set_color
 
 from recbole_mdcns.config import Config, is_active
+from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import NegativeSampler, sampler_class
+from recbole_mdcns.scoring import backbone_for
 from recbole_mdcns.trainer import SampledTrainer
 
 
@@ -20,9 +22,54 @@ def build_sampler(config: Config, dataset: Any) -> Optional[NegativeSampler]:
     return sampler_class(config["sampler"])(config, dataset)
 
 
-def _prepare(config: Config):
-    dataset = create_dataset(config)
+def get_trainer(config: Any, model: Any, dataset: Any, sampler: str = "MDCNS", **keys: Any) -> SampledTrainer:
+    """The plugin's trainer for a RecBole Config, model and training dataset built by your
+    own code: `sampler` with `keys` over its defaults. Use it as RecBole's Trainer."""
+    try:
+        backbone_for(type(model).__name__)
+    except ConfigError as error:
+        raise ConfigError(error.problems) from None
+    return SampledTrainer(config, model, sampler_class(sampler).build(config, dataset, **keys))
+
+
+def _report_to_ray(test_result: dict[str, Any]) -> None:
+    """Report to Ray Tune when the trial runs inside a Ray session. The plugin never
+    imports ray itself: only a process that already did can be running under Ray."""
+    if "ray" not in sys.modules:
+        return
+    from ray.air import session
+    from ray.air._internal.session import _get_session  # ray<=2.6.3, as RecBole pins
+
+    if _get_session() is not None:
+        session.report(dict(test_result))
+
+
+FILTER_KEYS = ("rm_dup_inter", "val_interval", "filter_inter_by_user_or_item", "user_inter_num_interval", "item_inter_num_interval")
+
+
+def _load_data(config: Config):
+    """RecBole's dataset and split, with a ConfigError where they leave nothing to train on."""
+    try:
+        dataset = create_dataset(config)
+    except ValueError as error:
+        if "is empty" not in str(error):
+            raise
+        filters = ", ".join(f"{key} = {config[key]!r}" for key in FILTER_KEYS if config[key] is not None)
+        raise ConfigError([f"dataset {config['dataset']!r} is empty after RecBole's filtering ({filters}); loosen the filters"]) from None
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    splits = {"training": train_data, "validation": valid_data, "test": test_data}
+    empty = [name for name, data in splits.items() if len(data._dataset) == 0]
+    if empty:
+        raise ConfigError(
+            [f"dataset {config['dataset']!r} has no {' or '.join(empty)} rows after the split "
+             f"{config['eval_args']['split']}: with leave-one-out a user needs 3 or more interactions "
+             "(a training target, a validation one and a test one)"]
+        )
+    return dataset, train_data, valid_data, test_data
+
+
+def _prepare(config: Config):
+    dataset, train_data, valid_data, test_data = _load_data(config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     sampler = build_sampler(config, train_data._dataset)  # dataset checks, before any training
@@ -36,8 +83,12 @@ def run_recbole_mdcns(
     config_file_list: Optional[list[str]] = None,
     config_dict: Optional[dict[str, Any]] = None,
     saved: bool = True,
+    resume: Optional[str] = None,
 ) -> dict[str, Any]:
-    """Train and test one model with the configured sampler, as `recbole.quick_start.run_recbole`."""
+    """Train and test one model with the configured sampler, as `recbole.quick_start.run_recbole`.
+
+    `resume`: a training state (`*-resume.pth`) to continue exactly, or a best-model checkpoint.
+    """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -48,6 +99,8 @@ def run_recbole_mdcns(
     dataset, model, trainer, (train_data, valid_data, test_data) = _prepare(config)
     logger.info(dataset)
     logger.info(model)
+    if resume:
+        trainer.resume_checkpoint(resume)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
@@ -79,6 +132,7 @@ def objective_function(
     _, _, trainer, (train_data, valid_data, test_data) = _prepare(config)
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
     test_result = trainer.evaluate(test_data, load_best_model=saved)
+    _report_to_ray(test_result)
     return {
         "model": config["model"],
         "best_valid_score": best_valid_score,

@@ -3,11 +3,17 @@
 RecBole's `_train_epoch` already takes the per-batch loss as an argument, so the fit
 loop, evaluation, early stopping, logging, tensorboard and progress bars stay
 RecBole's. Overridden: the per-batch loss (through `_train_epoch`'s `loss_func`), the
-epoch's log line (the sampler's diagnostics beside the loss) and the checkpoint
-format (plain, weights_only-loadable, with the sampler's state).
+epoch's log line (the sampler's diagnostics beside the loss) and the checkpoints.
+
+Two checkpoint files, both plain and weights_only-loadable: RecBole's best model
+(`saved_model_file`, written when validation improves) and the training state
+(`resume_file`, written at the start of every epoch, when everything the epoch
+depends on is settled: weights, optimiser, sampler state, early-stopping state and
+every random generator). Resuming from the latter continues the run exactly.
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Optional
 
 from recbole.data.interaction import Interaction
@@ -30,6 +36,9 @@ class SampledTrainer(Trainer):
         super().__init__(config, model)
         self.sampler = sampler
         self.diagnostics: dict[str, float] = {}
+        self.best_valid_result = None
+        self._saving = False  # fit(saved=...)
+        self._pending_rng: Optional[dict[str, Any]] = None  # restored at the next epoch's start
         if sampler is not None:
             sampler.attach(self)
             self.optimizer.register_step_post_hook(lambda *_: sampler.after_optimizer_step())
@@ -37,7 +46,17 @@ class SampledTrainer(Trainer):
     def _sampled_loss(self, interaction: Interaction) -> Loss:
         return self.sampler.loss(encode_batch(self.model, interaction))
 
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self._saving = saved
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        generator = getattr(train_data, "generator", None)
+        if self._pending_rng is not None:
+            checkpoint.set_rng_state(self._pending_rng, generator)
+            self._pending_rng = None
+        if self._saving:
+            self._save_training_state(epoch_idx, generator)
         if self.sampler is None:
             return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         loss = super()._train_epoch(train_data, epoch_idx, self._sampled_loss, show_progress)
@@ -58,23 +77,44 @@ class SampledTrainer(Trainer):
             self.tensorboard.add_scalar(f"Sampler/{name}", value, epoch_idx)
 
     # ----- checkpoints -------------------------------------------------------------
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        path = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
+    @property
+    def resume_file(self) -> str:
+        """The training state written at the start of each epoch (`--resume` takes it)."""
+        return os.path.splitext(self.saved_model_file)[0] + "-resume.pth"
+
+    def _is_writer(self) -> bool:
+        return self.config["single_spec"] or self.config["local_rank"] == 0
+
+    def _state(self, last_epoch: int) -> dict[str, Any]:
+        return {
             "config": self.config.final_config_dict,
-            "epoch": epoch,
+            "epoch": last_epoch,
             "cur_step": self.cur_step,
             "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
             "sampler": self.sampler.state_dict() if self.sampler is not None else {},
         }
-        checkpoint.save(state, path)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self._is_writer():
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        checkpoint.save(self._state(epoch), path)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def _save_training_state(self, epoch_idx: int, loader_generator: Any) -> None:
+        if not self._is_writer():
+            return
+        state = self._state(epoch_idx - 1)
+        state.update(rng=checkpoint.rng_state(loader_generator), best_model_file=self.saved_model_file)
+        first = not os.path.exists(self.resume_file)
+        checkpoint.save(state, self.resume_file)
+        if first:
+            self.logger.info(set_color("Training state (for --resume)", "blue") + f": {self.resume_file}")
 
     def _load_model(self, path: str) -> dict[str, Any]:
         state = checkpoint.load(path, self.device)
@@ -83,14 +123,20 @@ class SampledTrainer(Trainer):
         return state
 
     def resume_checkpoint(self, resume_file):
-        self.saved_model_file = str(resume_file)
-        state = self._load_model(self.saved_model_file)
+        """Continue from a training state (exactly) or from a best-model checkpoint (RecBole's way)."""
+        state = self._load_model(str(resume_file))
         self.start_epoch = state["epoch"] + 1
         self.cur_step = state["cur_step"]
         self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state.get("best_valid_result")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
+        if "rng" in state:
+            self._pending_rng = state["rng"]
+            self.saved_model_file = state["best_model_file"]
+        else:
+            self.saved_model_file = str(resume_file)
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -8,6 +8,7 @@ re-scores what was selected with gradient.
 """
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from typing import Any, ClassVar, Optional, Union
 
@@ -31,6 +32,17 @@ SHARED_PARAMS = (
 CANDIDATE_PARAM = Param("neg_candidate_num", int, minimum=1)
 
 
+def ordered(config: Any, small: str, large: str, strict: bool = False, why: str = "") -> list[str]:
+    """The problem if `small` exceeds `large` (or equals it, when `strict`); nothing when
+    either is not a number (its own type check reports that)."""
+    a, b = config[small], config[large]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+        return []
+    if a < b or (a == b and not strict):
+        return []
+    return [f"{small} = {a}: must be {'below' if strict else '<='} {large} ({b}){why}"]
+
+
 def register(name: str):
     """Class decorator: make a sampler available as `sampler: <name>` (any case)."""
 
@@ -48,6 +60,11 @@ def sampler_class(name: str) -> type["NegativeSampler"]:
         return SAMPLERS[str(name).lower()]
     except KeyError:
         raise ConfigError([f"sampler = {name!r} is unknown; valid samplers: {', '.join(sampler_names())}"]) from None
+
+
+def known_keys() -> set[str]:
+    """Every plugin key of every sampler."""
+    return {"sampler"} | {p.key for cls in SAMPLERS.values() for p in cls.all_params()}
 
 
 def sampler_names() -> list[str]:
@@ -91,6 +108,35 @@ class NegativeSampler:
         """Cross-key constraints of this sampler (keys are already type-checked)."""
         return []
 
+    @classmethod
+    def validate(cls, config: Any) -> list[str]:
+        """Type-check every key of this sampler in place (canonical types and spellings),
+        then its cross-key constraints; return every problem found."""
+        problems = []
+        for param in cls.all_params():
+            if param.key not in config:
+                problems.append(f"{param.key} is missing: must be {param.allowed()}")
+                continue
+            value, problem = param.coerce(config[param.key])
+            if problem:
+                problems.append(problem)
+            config[param.key] = value
+        return problems + cls.check_config(config)
+
+    @classmethod
+    def build(cls, config: Any, dataset: Dataset, **keys: Any) -> "NegativeSampler":
+        """This sampler for a RecBole `Config` built elsewhere: `keys` over the config's
+        own values over the sampler's defaults, validated as at start-up."""
+        from recbole_mdcns.config import sampler_defaults  # config imports this module
+
+        merged = copy.copy(config)
+        merged.final_config_dict = {**sampler_defaults(cls.name), **config.final_config_dict, **keys}
+        merged["sampler"] = cls.name
+        problems = cls.validate(merged)
+        if problems:
+            raise ConfigError(problems)
+        return cls(merged, dataset)
+
     def check_dataset(self) -> list[str]:
         """Constraints that need the dataset: the pool must fit in the catalogue."""
         problems = []
@@ -99,11 +145,11 @@ class NegativeSampler:
                 f"neg_candidate_num = {self.candidate_num}: must be below the number of items "
                 f"({self.n_items}) of dataset {self.config['dataset']!r}"
             )
-        free = self.n_items - self.exclusion.max_excluded
-        if free < 1:
+        if self.n_items - self.exclusion.max_excluded < 1:
+            hint = "use neg_exclude: history" if self.exclusion.mode == "user" else "the catalogue is too small"
             problems.append(
                 f"neg_exclude = {self.config['neg_exclude']!r}: some training rows exclude all "
-                f"{self.n_items} items, so no negative can be drawn; use neg_exclude: history"
+                f"{self.n_items} items, so no negative can be drawn; {hint}"
             )
         return problems
 
@@ -176,7 +222,8 @@ class ExclusionSets:
             self.user_items = self.user_items.to(config["device"])
             self.max_excluded = int((self.user_items <= self.n_items).sum(1).max())
         else:
-            self.max_excluded = config["MAX_ITEM_LIST_LENGTH"] + 1
+            rows = torch.cat([dataset.inter_feat[item_field].unsqueeze(1), dataset.inter_feat[seq_field]], dim=1)
+            self.max_excluded = distinct_items(rows).max().item() if len(rows) else 0
 
     def _user_item_matrix(self, dataset: Dataset, user_field: str, item_field: str, seq_field: str) -> Tensor:
         """[U, W] sorted, deduplicated training items of each user (targets and prefixes)."""
@@ -201,6 +248,14 @@ class ExclusionSets:
         if self.mode == "user":
             return torch.cat([target, self.user_items[batch.users]], dim=1)
         return torch.cat([target, batch.item_seq.masked_fill(batch.item_seq == 0, self.pad)], dim=1)
+
+
+def distinct_items(rows: Tensor) -> Tensor:
+    """Number of distinct non-zero ids in each row of [n, W]: [n]."""
+    ordered_rows = rows.sort(dim=1).values
+    new = torch.ones_like(ordered_rows, dtype=torch.bool)
+    new[:, 1:] = ordered_rows[:, 1:] != ordered_rows[:, :-1]
+    return (new & (ordered_rows > 0)).sum(dim=1)
 
 
 def draw_from_complement(excluded: Tensor, num: int, n_items: int) -> Tensor:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from recbole_mdcns.dpp import greedy_map, sample_k_dpp
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import NegativeSampler, register
+from recbole_mdcns.samplers.base import NegativeSampler, ordered, register
 from recbole_mdcns.scoring import EncodedBatch
 
 MAX_GROUP_ELEMENTS = 1 << 22  # padded features per k-DPP call
@@ -70,10 +70,9 @@ class DivNSSampler(NegativeSampler):
 
     @classmethod
     def check_config(cls, config: Any) -> list[str]:
-        problems = []
-        r, m = config["divns_runner_ups"], config["neg_candidate_num"]
-        if r >= m:
-            problems.append(f"divns_runner_ups = {r}: must be below neg_candidate_num ({m}), the top-1 being the hard negative")
+        problems = ordered(
+            config, "divns_runner_ups", "neg_candidate_num", strict=True, why=", the top-1 being the hard negative"
+        )
         if config["neg_num"] != 1:
             problems.append(f"neg_num = {config['neg_num']}: DivNS makes one synthetic negative per row; set neg_num: 1")
         return problems

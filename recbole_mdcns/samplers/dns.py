@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import NegativeSampler, register
+from recbole_mdcns.samplers.base import NegativeSampler, ordered, register
 from recbole_mdcns.scoring import EncodedBatch
 
 
@@ -30,13 +30,9 @@ class DNSSampler(NegativeSampler):
 
     @classmethod
     def check_config(cls, config: Any) -> list[str]:
-        k, m, c = config["neg_num"], config["dns_top_m"], config["neg_candidate_num"]
-        problems = []
-        if m > c:
-            problems.append(f"dns_top_m = {m}: must be <= neg_candidate_num ({c})")
-        if k > m:
-            problems.append(f"neg_num = {k}: must be <= dns_top_m ({m}); DNS draws the K negatives among the top-M")
-        return problems
+        return ordered(config, "dns_top_m", "neg_candidate_num") + ordered(
+            config, "neg_num", "dns_top_m", why="; DNS draws the K negatives among the top-M"
+        )
 
     def sample(self, batch: EncodedBatch) -> Tensor:
         candidates = self.candidate_pool(batch)

@@ -27,7 +27,7 @@ from torch.nn.utils.clip_grad import clip_grad_norm_
 
 from recbole_mdcns.losses import ranking_loss
 from recbole_mdcns.params import ConfigError, Param
-from recbole_mdcns.samplers.base import Loss, NegativeSampler, register
+from recbole_mdcns.samplers.base import Loss, NegativeSampler, ordered, register
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch, backbone_for, encode_batch
 
@@ -115,6 +115,7 @@ def peer_config(config: Any, peer_model: str, overrides: Any) -> Any:
 class MDCNSSampler(NegativeSampler):
     params = (
         Param("mdcns_peer_model", str),
+        Param("mdcns_peer_config", dict),
         Param("mdcns_top_m", int, minimum=1),
         Param("mdcns_alpha", float, minimum=0),
         Param("mdcns_beta", float, minimum=0),
@@ -135,14 +136,11 @@ class MDCNSSampler(NegativeSampler):
             backbone_for(config["mdcns_peer_model"])
         except ConfigError as error:
             problems += [p.replace("model = ", "mdcns_peer_model = ", 1) for p in error.problems]
-        k, m, c = config["neg_num"], config["mdcns_top_m"], config["neg_candidate_num"]
-        if m > c:
-            problems.append(f"mdcns_top_m = {m}: must be <= neg_candidate_num ({c})")
-        if k > m:
-            problems.append(f"neg_num = {k}: must be <= mdcns_top_m ({m}); each view draws its K negatives among its top-M")
+        problems += ordered(config, "mdcns_top_m", "neg_candidate_num")
+        problems += ordered(config, "neg_num", "mdcns_top_m", why="; each view draws its K negatives among its top-M")
         overrides = config["mdcns_peer_config"]
-        if not (overrides is None or isinstance(overrides, dict) or (isinstance(overrides, str) and os.path.isfile(overrides))):
-            problems.append(f"mdcns_peer_config = {overrides!r}: must be a dict of the peer's config keys or the path of a yaml file")
+        if isinstance(overrides, str) and not os.path.isfile(overrides):
+            problems.append(f"mdcns_peer_config = {overrides!r}: no such yaml file")
         if config["enable_scaler"]:
             problems.append("enable_scaler = True: not supported with MDCNS (the peer's gradients would stay scaled)")
         return problems

@@ -1,0 +1,97 @@
+"""Hyper-tuning with RecBole's HyperTuning, the drop-in API, and Ray staying optional."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import types
+
+import pytest
+import yaml
+
+import recbole_mdcns.quick_start as quick_start
+from recbole_mdcns import ConfigError, objective_function
+from recbole_mdcns.config import Config
+from recbole_mdcns.tuning import HyperTuning
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def tiny_yaml(tiny_config, tmp_path) -> str:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**tiny_config, "model": "SASRec"}))
+    return str(path)
+
+
+def test_exhaustive_search_from_the_command_line(tiny_yaml, tmp_path):
+    output = tmp_path / "tiny.result"
+    cmd = [sys.executable, os.path.join(ROOT, "run_hyper_mdcns.py"), f"--config_files={tiny_yaml}",
+           f"--params_file={os.path.join(ROOT, 'yaml', 'hyper', 'tiny.hyper')}", "--algo=exhaustive",
+           f"--output_file={output}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = re.findall(r"^dns_top_m:.*$", output.read_text(), flags=re.M)
+    assert len(trials) == 8 and len(set(trials)) == 8  # 2 samplers x 2 x 2, each once
+    assert "best params:" in out.stdout and "test result of the best params" in out.stdout
+
+
+@pytest.mark.parametrize("algo", ["random", "bayes"])
+def test_random_and_bayes_run_a_few_trials(tiny_yaml, tmp_path, algo):
+    space = tmp_path / "space.hyper"
+    space.write_text("sampler choice ['DNS','MDCNS']\nneg_candidate_num quniform 4,9,1\nmdcns_top_m quniform 1,3,1\n")
+    tuning = HyperTuning(params_file=str(space), fixed_config_file_list=[tiny_yaml], algo=algo, max_evals=3)
+    tuning.run()
+    assert len(tuning.params2result) == 3  # quniform floats were accepted for integer keys
+    assert tuning.best_result()["best_valid_score"] == max(r["best_valid_score"] for r in tuning.params2result.values())
+
+
+@pytest.mark.parametrize("key", ["neg_candidate_num", "divns_runner_ups", "mdcns_top_m"])
+def test_integer_keys_take_integral_floats_and_refuse_others(tiny_config, key):
+    sampler = {"neg_candidate_num": "DNS", "divns_runner_ups": "DivNS", "mdcns_top_m": "MDCNS"}[key]
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": sampler, key: 3.0})
+    assert config[key] == 3 and isinstance(config[key], int)
+    with pytest.raises(ConfigError, match=f"{key} = 2.5: must be an integer"):
+        Config("SASRec", config_dict={**tiny_config, "sampler": sampler, key: 2.5})
+
+
+def test_a_first_trial_scoring_zero_is_not_lost(tmp_path):
+    scores = iter([0.0, 0.5])  # smaller is better: the first trial is the best
+
+    def objective(config_dict, config_file_list):
+        return {"model": "SASRec", "best_valid_score": next(scores), "valid_score_bigger": False,
+                "best_valid_result": {}, "test_result": {}}
+
+    space = tmp_path / "space.hyper"
+    space.write_text("x choice [1,2]\n")
+    tuning = HyperTuning(objective, params_file=str(space), algo="exhaustive")
+    tuning.run()
+    assert tuning.best_score == 0.0
+    first = next(iter(tuning.params2result))
+    assert tuning.params2str(tuning.best_params) == first
+
+
+def test_objective_never_imports_ray_and_reports_inside_a_ray_session(tiny_config, monkeypatch):
+    objective_function({**tiny_config, "model": "SASRec", "sampler": "uniform"}, saved=False)
+    assert "ray" not in sys.modules
+    reported = []
+    fake_session = types.SimpleNamespace(report=reported.append)
+    fake_internal = types.SimpleNamespace(_get_session=lambda: object())
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))
+    monkeypatch.setitem(sys.modules, "ray.air", types.SimpleNamespace(session=fake_session))
+    monkeypatch.setitem(sys.modules, "ray.air._internal.session", fake_internal)
+    quick_start._report_to_ray({"ndcg@10": 0.5})
+    assert reported == [{"ndcg@10": 0.5}]
+
+
+def test_readme_drop_in_examples_run_as_printed(monkeypatch):
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## Use it from your own RecBole code")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 2
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["trainer"].sampler.config["genni_alpha"] == 2.0
