@@ -10,6 +10,7 @@ import difflib
 import os
 from typing import Any
 
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
@@ -78,6 +79,30 @@ class Config(RecBoleConfig):
             # stock RecBole refuses CE with its default uniform sampling; CE needs none
             final["train_neg_sample_args"] = None
         return final
+
+    def _init_device(self):
+        """RecBole's device set-up, plus torch.distributed over gloo on CPU.
+
+        RecBole hard-codes the NCCL backend, which needs GPUs. `dist_backend` (default:
+        nccl where CUDA is available, gloo otherwise) picks it; gloo runs on CPU.
+        """
+        final = self.final_config_dict
+        backend = final.get("dist_backend") or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend not in ("nccl", "gloo"):
+            raise ConfigError([f"dist_backend = {backend!r}: must be one of nccl, gloo"])
+        final["dist_backend"] = backend
+        if "local_rank" not in final or backend == "nccl":
+            return super()._init_device()
+        final["gpu_id"] = str(final["gpu_id"])
+        torch.distributed.init_process_group(
+            backend="gloo",
+            rank=final["local_rank"] + final["offset"],
+            world_size=final["world_size"],
+            init_method=f"tcp://{final['ip']}:{final['port']}",
+        )
+        final.update(device=torch.device("cpu"), single_spec=False)
+        if final["local_rank"] != 0:
+            final.update(state="error", show_progress=False, verbose=False)
 
     def _validate(self) -> None:
         """Check every plugin key and cross-key constraint; raise one ConfigError listing all."""

@@ -5,6 +5,7 @@ import sys
 from logging import getLogger
 from typing import Any, Optional
 
+import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, get_model, init_logger, init_seed, set_color
 
@@ -84,10 +85,12 @@ def run_recbole_mdcns(
     config_dict: Optional[dict[str, Any]] = None,
     saved: bool = True,
     resume: Optional[str] = None,
+    queue: Any = None,
 ) -> dict[str, Any]:
     """Train and test one model with the configured sampler, as `recbole.quick_start.run_recbole`.
 
     `resume`: a training state (`*-resume.pth`) to continue exactly, or a best-model checkpoint.
+    `queue`: where rank 0 of a multi-process run puts its result.
     """
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -109,12 +112,51 @@ def run_recbole_mdcns(
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
-    return {
+    result = {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
+    if not config["single_spec"]:
+        torch.distributed.destroy_process_group()
+        if config["local_rank"] == 0 and queue is not None:
+            queue.put(result)
+    return result
+
+
+def run(
+    model: Optional[str] = None,
+    dataset: Optional[str] = None,
+    config_file_list: Optional[list[str]] = None,
+    config_dict: Optional[dict[str, Any]] = None,
+    saved: bool = True,
+    nproc: int = 1,
+    world_size: int = -1,
+    ip: str = "localhost",
+    port: str = "5678",
+    group_offset: int = 0,
+    resume: Optional[str] = None,
+) -> Optional[dict[str, Any]]:
+    """`run_recbole_mdcns` in `nproc` processes with torch.distributed, as `recbole.quick_start.run`
+    (gloo on CPU, nccl on CUDA by default; `dist_backend` picks). Returns rank 0's result."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_mdcns(model, dataset, config_file_list, config_dict, saved, resume)
+    context = torch.multiprocessing.get_context("spawn")
+    queue = context.SimpleQueue()
+    config_dict = {
+        **(config_dict or {}),
+        "world_size": nproc if world_size == -1 else world_size, "ip": ip, "port": port,
+        "nproc": nproc, "offset": group_offset,
+    }
+    torch.multiprocessing.spawn(
+        _run_rank, args=(model, dataset, config_file_list, config_dict, saved, resume, queue), nprocs=nproc, join=True
+    )
+    return None if queue.empty() else queue.get()
+
+
+def _run_rank(rank: int, model, dataset, config_file_list, config_dict, saved, resume, queue) -> None:
+    run_recbole_mdcns(model, dataset, config_file_list, {**config_dict, "local_rank": rank}, saved, resume, queue)
 
 
 def objective_function(

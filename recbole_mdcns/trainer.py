@@ -16,16 +16,35 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+import torch
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
+from recbole.trainer.trainer import AbstractTrainer
 from recbole.utils import set_color
 
 from recbole_mdcns import checkpoint
+from recbole_mdcns.parallel import distributed
 from recbole_mdcns.samplers.base import Loss, NegativeSampler
 from recbole_mdcns.scoring import encode_batch
 
 
-class SampledTrainer(Trainer):
+class _DeviceAwareDistributed(AbstractTrainer):
+    """RecBole's AbstractTrainer set-up, with a DDP wrapper that also works on CPU.
+
+    RecBole's builds DistributedDataParallel(model, device_ids=[local_rank]), which only
+    CUDA modules accept. Placed between Trainer and AbstractTrainer in SampledTrainer's
+    MRO, this __init__ is what Trainer.__init__'s super() call runs.
+    """
+
+    def __init__(self, config, model):
+        self.config = config
+        self.model = model
+        if not config["single_spec"]:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.distributed_model = distributed(self.model, config)
+
+
+class SampledTrainer(Trainer, _DeviceAwareDistributed):
     """RecBole's Trainer, training `model` with `sampler`'s negatives.
 
     With `sampler=None` it is RecBole's Trainer with the model's own loss (the
@@ -39,6 +58,10 @@ class SampledTrainer(Trainer):
         self.best_valid_result = None
         self._saving = False  # fit(saved=...)
         self._pending_rng: Optional[dict[str, Any]] = None  # restored at the next epoch's start
+        if not config["single_spec"]:  # rank 0 writes; every rank reads rank 0's files
+            names = [self.saved_model_file]
+            torch.distributed.broadcast_object_list(names, src=0)
+            self.saved_model_file = names[0]
         if sampler is not None:
             sampler.attach(self)
             self.optimizer.register_step_post_hook(lambda *_: sampler.after_optimizer_step())
@@ -141,6 +164,8 @@ class SampledTrainer(Trainer):
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model and eval_data:
+            if not self.config["single_spec"]:
+                torch.distributed.barrier()  # rank 0 has finished writing
             path = model_file or self.saved_model_file
             self._load_model(path)
             self.logger.info(f"Loading model structure and parameters from {path}")

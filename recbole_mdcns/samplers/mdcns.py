@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.nn.utils.clip_grad import clip_grad_norm_
 
 from recbole_mdcns.losses import ranking_loss
+from recbole_mdcns.parallel import arm_gradient_sync, distributed
 from recbole_mdcns.params import ConfigError, Param
 from recbole_mdcns.samplers.base import Loss, NegativeSampler, ordered, register
 from recbole_mdcns.samplers.dns import draw_top_m
@@ -155,6 +156,7 @@ class MDCNSSampler(NegativeSampler):
         self.peer_config = peer_config(config, config["mdcns_peer_model"], config["mdcns_peer_config"])
         self.peer = get_model(config["mdcns_peer_model"])(self.peer_config, dataset).to(self.device)
         self.optimizer: torch.optim.Optimizer | None = None
+        self.peer_ddp = None if config["single_spec"] else distributed(self.peer, config)  # synced like self
 
     def attach(self, trainer: Any) -> None:
         pc = self.peer_config
@@ -174,6 +176,8 @@ class MDCNSSampler(NegativeSampler):
                 self.neg_num, self.config["mdcns_teacher"],
             )
         losses = mdcns_losses(p_self, s_self, p_peer, s_peer, picks, self.weights, self.loss_kind)
+        if self.peer_ddp is not None:
+            losses = (losses[0], losses[1] + arm_gradient_sync(self.peer, self.peer_ddp), losses[2])
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())
