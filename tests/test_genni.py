@@ -6,13 +6,28 @@ import math
 import pytest
 import torch
 
+from torch.utils._python_dispatch import TorchDispatchMode
+
 from recbole_mdcns import ConfigError
 from recbole_mdcns.config import Config
 from test_samplers import N_ITEMS, ROWS, chi_square_ok, excluded_mask, make_batch, make_sampler
 
 
 def genni(dataset, **keys):
-    return make_sampler("GenNi", dataset, **{"genni_alpha": 1.0, "genni_item_ratio": 1.0, **keys})
+    return make_sampler("GenNi", dataset, **{"genni_alpha": 1.0, "genni_item_ratio": 1.0, "genni_memory_mb": 1024, **keys})
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an operation returns."""
+
+    largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
 
 
 def one_row_batch(batch, row: int = 3):
@@ -73,12 +88,28 @@ def test_subsample_is_shared_by_the_batch():
     assert not excluded_mask(batch, negatives.unsqueeze(1)).any()
 
 
+def test_a_memory_budget_chunks_rows_without_changing_the_distribution():
+    torch.manual_seed(5)
+    batch, dataset = make_batch()
+    batch = one_row_batch(batch)
+    budget_rows = 16  # two float buffers of 16 x 200 per chunk
+    sampler = genni(dataset, genni_alpha=2.0, neg_num=32, genni_memory_mb=budget_rows * 8 * N_ITEMS / 2**20)
+    tracker = LargestTensor()
+    with tracker:
+        draws = sampler.sample(batch)
+    assert tracker.largest < ROWS * N_ITEMS  # never a [B, N] tensor
+    draws = torch.cat([draws.flatten()] + [sampler.sample(batch).flatten() for _ in range(3)])
+    counts = torch.bincount(draws, minlength=N_ITEMS + 1).double()
+    assert chi_square_ok(counts, target_distribution(batch, 2.0))
+
+
 @pytest.mark.parametrize(
     "keys, message",
     [
         ({"genni_alpha": -0.1}, "genni_alpha = -0.1: must be a number >= 0"),
         ({"genni_item_ratio": 0}, "genni_item_ratio = 0: must be a number > 0 and <= 1"),
         ({"genni_item_ratio": 1.5}, "genni_item_ratio = 1.5: must be a number > 0 and <= 1"),
+        ({"genni_memory_mb": 0}, "genni_memory_mb = 0: must be a number > 0"),
     ],
 )
 def test_bad_genni_values(tiny_config, keys, message):

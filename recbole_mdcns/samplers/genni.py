@@ -4,7 +4,8 @@ Each row draws K ids from softmax(alpha * z), z its scores over an item set S wi
 row's excluded items masked. S is the whole catalogue (genni_item_ratio = 1) or, the
 efficient form, ceil(rho * N) ids drawn uniformly once per batch and shared by all
 rows, so that scoring is one [B, |S|] matrix product. alpha -> 0 is uniform sampling;
-alpha -> infinity is DNS over S.
+alpha -> infinity is DNS over S. Rows are scored in chunks whose [rows, |S|] buffers
+fit `genni_memory_mb`, so memory stays bounded on large catalogues.
 """
 from __future__ import annotations
 
@@ -38,31 +39,44 @@ class GenNiSampler(NegativeSampler):
     params = (
         Param("genni_alpha", float, minimum=0),
         Param("genni_item_ratio", float, minimum=0, minimum_exclusive=True, maximum=1),
+        Param("genni_memory_mb", float, minimum=0, minimum_exclusive=True),
     )
 
-    def item_set(self) -> Tensor:
-        """The ids S scored this batch: all of 1..N, or a shared uniform subsample."""
+    def item_set(self) -> Tensor | None:
+        """The ids S scored this batch: None for all of 1..N, else a shared uniform subsample."""
         size = math.ceil(self.config["genni_item_ratio"] * self.n_items)
         if size >= self.n_items:
-            return torch.arange(1, self.n_items + 1, device=self.device)
+            return None
         return torch.randperm(self.n_items, device=self.device)[:size] + 1
 
     @torch.no_grad()
     def sample(self, batch: EncodedBatch) -> Tensor:
         items = self.item_set()
-        logits = (self.config["genni_alpha"] * batch.seq_emb) @ batch.item_rows(items).T  # [B, |S|]
-        # mask each row's excluded ids at their slot in S (ids outside S have none)
+        if items is None:  # the whole catalogue: a view of the table, no copy
+            table, size = batch.item_table[1:], self.n_items
+            slot = torch.arange(-1, self.n_items + 1, device=self.device).clamp(min=0)
+            slot[0] = slot[-1] = size  # padding id 0 and the pad N+1 have no slot
+        else:
+            table, size = batch.item_rows(items), len(items)
+            slot = torch.full((self.n_items + 2,), size, device=self.device)
+            slot[items] = torch.arange(size, device=self.device)
         excluded = self.exclusion.for_batch(batch)
-        slot = torch.full((self.n_items + 2,), len(items), device=self.device)
-        slot[items] = torch.arange(len(items), device=self.device)
-        slots = slot[excluded]
-        in_set = slots < len(items)
-        rows = torch.arange(batch.size, device=self.device).unsqueeze(1).expand_as(slots)
-        logits[rows[in_set], slots[in_set]] = -math.inf
-
-        positions = draw_from_logits_(logits, self.neg_num)
-        draws = items[positions.clamp(min=0)]
+        query = self.config["genni_alpha"] * batch.seq_emb
+        # two [rows, |S|] float buffers per chunk (logits, cdf)
+        chunk = max(1, int(self.config["genni_memory_mb"] * 2**20 // (8 * size)))
+        positions = torch.cat(
+            [self._draw_rows(query[rows], table, slot[excluded[rows]], size) for rows in torch.arange(batch.size, device=self.device).split(chunk)]
+        )
+        draws = positions.clamp(min=0) + 1 if items is None else items[positions.clamp(min=0)]
         empty = positions[:, 0] < 0  # every id of a small S is excluded for the row
         if empty.any():
             draws[empty] = draw_from_complement(excluded[empty], self.neg_num, self.n_items)
         return draws
+
+    def _draw_rows(self, query: Tensor, table: Tensor, slots: Tensor, size: int) -> Tensor:
+        """Positions in S [rows, K] drawn from softmax(query @ table^T) with `slots` masked."""
+        logits = query @ table.T  # [rows, |S|]
+        in_set = slots < size
+        rows = torch.arange(len(query), device=query.device).unsqueeze(1).expand_as(slots)
+        logits[rows[in_set], slots[in_set]] = -math.inf
+        return draw_from_logits_(logits, self.neg_num)

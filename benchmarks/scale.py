@@ -1,0 +1,236 @@
+"""Cost per training batch against catalogue size: N = 10^4, 10^5, 10^6 items.
+
+    python benchmarks/scale.py                     # every sampler at every N
+    python benchmarks/scale.py --sizes 10000 --samplers DNS,GenNi
+    python benchmarks/scale.py --render-only       # rewrite scale.md and scale.png
+
+A synthetic dataset per N (`generate`): USERS users whose sequence lengths are
+5 + geometric (mean 10, at most 50), items drawn with power-law popularity
+(p_i ~ 1 / i^ZIPF), and an `.item` file listing all N ids so that RecBole's catalogue
+is N whatever the interactions. SASRec (hidden 64, 1 layer, length 20), batch 1024.
+
+Each (sampler, N) runs in a fresh process: one warm-up step, then STEPS training
+steps (encode, sample, loss, backward, optimiser step; MDCNS's peer included), and
+reports the median seconds, the peak resident memory of a step above the memory
+before it (the kernel's high-water mark, reset through /proc/self/clear_refs), and
+the largest tensor any operation of a step created (a TorchDispatchMode records
+every output), as a multiple of B*N: 1.0 or more means a [B, N] tensor. GenNi at
+rho = 1 scores the whole catalogue by request, in row chunks within genni_memory_mb.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+SIZES = (10_000, 100_000, 1_000_000)
+USERS, ZIPF, BATCH, STEPS = 20_000, 1.1, 1024, 5
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "uniform": {"sampler": "uniform"},
+    "popularity": {"sampler": "popularity"},
+    "DNS": {"sampler": "DNS"},
+    "GenNi_rho1": {"sampler": "GenNi", "genni_item_ratio": 1.0, "genni_memory_mb": 256},
+    "GenNi_rho0.01": {"sampler": "GenNi", "genni_item_ratio": 0.01},
+    "DivNS": {"sampler": "DivNS"},
+    "MDCNS": {"sampler": "MDCNS", "mdcns_peer_config": {"embedding_size": 64, "hidden_size": 64, "num_layers": 1}},
+}
+CONFIG = {
+    "hidden_size": 64, "inner_size": 128, "n_layers": 1, "n_heads": 2, "MAX_ITEM_LIST_LENGTH": 20,
+    "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0, "train_batch_size": BATCH, "show_progress": False,
+    "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id"]}, "state": "ERROR",
+}
+
+
+def generate(root: str, n_items: int, seed: int = 0) -> str:
+    """Write the synthetic dataset `synthetic_<N>` under root (once); return its name."""
+    name = f"synthetic_{n_items}"
+    folder = os.path.join(root, name)
+    if os.path.isfile(os.path.join(folder, f"{name}.inter")):
+        return name
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    lengths = np.minimum(5 + rng.geometric(1 / 10, USERS), 50)
+    weights = 1.0 / np.arange(1, n_items + 1) ** ZIPF
+    items = rng.choice(n_items, size=int(lengths.sum()), p=weights / weights.sum()) + 1
+    users = np.repeat(np.arange(1, USERS + 1), lengths)
+    stamps = np.concatenate([np.arange(n) for n in lengths])
+    with open(os.path.join(folder, f"{name}.inter"), "w") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        f.writelines(f"{u}\t{i}\t{t}\n" for u, i, t in zip(users, items, stamps))
+    with open(os.path.join(folder, f"{name}.item"), "w") as f:
+        f.write("item_id:token\n")
+        f.writelines(f"{i}\n" for i in range(1, n_items + 1))
+    return name
+
+
+def _resident_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+class LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the largest number of elements of any tensor an operation returns."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
+    """Time, peak memory and largest tensor of one training step (this process)."""
+    from recbole_mdcns.config import Config
+    from recbole_mdcns.quick_start import _prepare
+
+    dataset = generate(data_root, n_items)
+    with tempfile.TemporaryDirectory() as checkpoints:
+        config = Config("SASRec", dataset, config_dict={**CONFIG, **SAMPLERS[sampler], "data_path": data_root,
+                                                        "checkpoint_dir": checkpoints})
+        _, model, trainer, (train_data, _, _) = _prepare(config)
+        batches = iter(train_data)
+        model.train()
+
+        def step() -> None:
+            trainer.optimizer.zero_grad()
+            losses = trainer._sampled_loss(next(batches))
+            (sum(losses) if isinstance(losses, tuple) else losses).backward()
+            trainer.optimizer.step()
+
+        step()  # warm-up: allocator, optimiser state
+        seconds, peaks, largest = [], [], 0
+        for _ in range(STEPS):
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset the peak resident size (VmHWM)
+            before = _resident_kb("VmRSS:")
+            tracker = LargestTensor()
+            start = time.perf_counter()
+            with tracker:
+                step()
+            seconds.append(time.perf_counter() - start)
+            peaks.append((_resident_kb("VmHWM:") - before) / 1024)
+            largest = max(largest, tracker.largest)
+    return {
+        "sampler": sampler, "n_items": n_items, "batch": BATCH, "seconds": seconds,
+        "median_seconds": statistics.median(seconds), "peak_mb": max(peaks),
+        "largest_tensor": largest, "largest_over_BN": largest / (BATCH * n_items),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__},
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def render(jsonl: str) -> str:
+    """Markdown table of the latest line of each (sampler, N)."""
+    latest = {(r["sampler"], r["n_items"]): r for r in read_jsonl(jsonl)}
+    sizes = sorted({n for _, n in latest})
+    lines = [
+        "# Cost per training batch against catalogue size (SASRec, batch 1024, CPU)",
+        "",
+        "Median seconds of a training step; peak MB above the memory before the step; the largest",
+        "tensor a step created, as a multiple of B*N (>= 1 would be a [B, N] tensor).",
+        "",
+        "| sampler | " + " | ".join(f"N={n:,} s / MB / max÷BN" for n in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for sampler in SAMPLERS:
+        cells = []
+        for n in sizes:
+            r = latest.get((sampler, n))
+            cells.append(f"{r['median_seconds']:.3f} / {r['peak_mb']:.0f} / {r['largest_over_BN']:.3f}" if r else "–")
+        if any(c != "–" for c in cells):
+            lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    machines = {f"{r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']}" for r in latest.values()}
+    lines += ["", "Machine: " + "; ".join(sorted(machines))] if machines else []
+    return "\n".join(lines) + "\n"
+
+
+def plot(jsonl: str, png: str) -> bool:
+    """Seconds and peak memory per batch against N, one line per sampler; False without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install matplotlib)")
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    latest = {(r["sampler"], r["n_items"]): r for r in read_jsonl(jsonl)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for sampler in SAMPLERS:
+        points = sorted((n, r) for (s, n), r in latest.items() if s == sampler)
+        if points:
+            axes[0].plot([n for n, _ in points], [r["median_seconds"] for _, r in points], marker="o", label=sampler)
+            axes[1].plot([n for n, _ in points], [r["peak_mb"] for _, r in points], marker="o", label=sampler)
+    for ax, label in zip(axes, ("seconds per batch", "peak MB per batch")):
+        ax.set_xscale("log")
+        ax.set_xlabel("items N")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110, metadata={"Software": None})
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=str, default=",".join(map(str, SIZES)), help="comma-separated N")
+    parser.add_argument("--samplers", type=str, default=",".join(SAMPLERS), help="comma-separated samplers")
+    parser.add_argument("--out", type=str, default=os.path.join(REPO_ROOT, "benchmarks", "results"))
+    parser.add_argument("--data", type=str, default=os.path.join(REPO_ROOT, "benchmarks", "data"))
+    parser.add_argument("--skip-done", action="store_true", help="skip (sampler, N) already measured")
+    parser.add_argument("--render-only", action="store_true")
+    parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)  # "sampler:N", one measurement
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
+    jsonl = os.path.join(args.out, "scale.jsonl")
+    os.makedirs(args.out, exist_ok=True)
+
+    if args.child:
+        sampler, n = args.child.rsplit(":", 1)
+        row = measure(sampler, int(n), args.data)
+        with open(jsonl, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{sampler} N={int(n):,}: {row['median_seconds']:.3f} s, {row['peak_mb']:.0f} MB, "
+              f"largest {row['largest_over_BN']:.3f} x BN", flush=True)
+        return
+    if not args.render_only:
+        done = {(r["sampler"], r["n_items"]) for r in read_jsonl(jsonl)} if args.skip_done else set()
+        for n in map(int, args.sizes.split(",")):
+            for sampler in args.samplers.split(","):
+                if (sampler, n) not in done:
+                    subprocess.run([sys.executable, os.path.abspath(__file__), "--child", f"{sampler}:{n}",
+                                    "--out", args.out, "--data", args.data], check=True)
+    with open(os.path.join(args.out, "scale.md"), "w") as f:
+        f.write(render(jsonl))
+    plot(jsonl, os.path.join(args.out, "scale.png"))
+    print(f"wrote {os.path.join(args.out, 'scale.md')}")
+
+
+if __name__ == "__main__":
+    main()
