@@ -7,6 +7,7 @@ plugin's own checkpoints are written in a form that loads with `weights_only=Tru
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -49,6 +50,28 @@ def _silence_recbole_future_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
 
 
+def _ensure_dir(dir_path: str) -> None:
+    """Create a directory unless it exists, race-free."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def _race_free_ensure_dir() -> None:
+    # RecBole's ensure_dir checks, then creates: the processes of a distributed run that
+    # create the same checkpoint or log directory race, and the loser crashes with
+    # FileExistsError. Replace it in every RecBole module that imported it by name.
+    import recbole.data.dataset.dataset
+    import recbole.data.utils
+    import recbole.trainer.trainer
+    import recbole.utils
+    import recbole.utils.logger
+    import recbole.utils.utils
+
+    for module in (recbole.utils, recbole.utils.utils, recbole.utils.logger, recbole.trainer.trainer,
+                   recbole.data.utils, recbole.data.dataset.dataset):
+        if hasattr(module, "ensure_dir"):
+            module.ensure_dir = _ensure_dir
+
+
 def apply() -> None:
     """Apply every fix once."""
     global _APPLIED
@@ -56,5 +79,6 @@ def apply() -> None:
         return
     _add_numpy_aliases()
     _silence_recbole_future_warnings()
+    _race_free_ensure_dir()
     _import_models_without_anomaly_detection()
     _APPLIED = True

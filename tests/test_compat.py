@@ -22,3 +22,12 @@ def test_apply_is_idempotent():
     compat.apply()
     compat.apply()
     assert not torch.is_anomaly_enabled()
+
+
+def test_recbole_ensure_dir_tolerates_a_directory_created_meanwhile(tmp_path, monkeypatch):
+    import recbole.trainer.trainer as trainer_module
+
+    target = tmp_path / "made-by-another-rank"
+    monkeypatch.setattr("os.path.exists", lambda path: False)  # as if checked before the other rank created it
+    target.mkdir()
+    trainer_module.ensure_dir(str(target))  # RecBole's own version raises FileExistsError here

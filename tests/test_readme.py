@@ -33,3 +33,14 @@ def packaged_rows() -> set[tuple[str, str, str]]:
 
 def test_readme_lists_every_key_with_its_default():
     assert packaged_rows() == readme_rows()
+
+
+def test_readme_tables_are_the_committed_benchmark_outputs():
+    results = os.path.join(ROOT, "benchmarks", "results")
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = set(f.read().splitlines())
+    for name in sorted(os.listdir(results)):
+        if name.endswith(".md"):
+            with open(os.path.join(results, name), encoding="utf-8") as f:
+                rows = [line for line in f.read().splitlines() if line.startswith("| ") and "---" not in line]
+            assert rows and set(rows) <= readme, name
