@@ -25,6 +25,8 @@ from typing import Any, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+from benchmarks.benchlib import read_jsonl  # noqa: E402
+
 MODEL = "SASRec"
 DATASET = "ml-100k"
 CONFIG_FILES = [os.path.join(REPO_ROOT, "yaml", "quick.yaml")]
@@ -55,13 +57,6 @@ def run_one(config_dict: dict[str, Any], seed: int, epochs: Optional[int]) -> di
         "test": {k: float(v) for k, v in result["test_result"].items()},
         "seconds": seconds,
     }
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _mean_std(values: list[float]) -> str:

@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +40,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import yaml  # noqa: E402
+
+from benchmarks.benchlib import describe, machine, read_jsonl  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "benchmarks", "quality.yaml")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "benchmarks", "results")
@@ -163,21 +164,6 @@ def dataset_location(name: str, spec: Any, data_dir: str, convert_now: bool = Tr
 
 
 # ----- one run ---------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    """What the run was timed on."""
-    import torch
-
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"arch": platform.machine(), "cpu_model": cpu_model or platform.processor(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def plain(value: Any) -> Any:
     """`value` as plain JSON: containers recursively, anything else non-JSON as str."""
     if isinstance(value, dict):
@@ -240,13 +226,6 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, 
 
 
 # ----- results ---------------------------------------------------------------------
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def done_keys(path: str) -> set[tuple]:
     return {tuple(row[k] for k in KEY_FIELDS) for row in read_jsonl(path)}
 
@@ -274,11 +253,6 @@ def _mean_std(values: list[float]) -> str:
         return "–"
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.4f} ± {std:.4f}"
-
-
-def _describe(m: dict[str, Any]) -> str:
-    gpu = f", {m['cuda']}" if m.get("cuda") else ""
-    return f"{m.get('cpu_model') or m.get('arch')} ({m.get('arch')}), {m.get('cpu_count')} logical CPUs{gpu}, torch {m.get('torch')}"
 
 
 def render(jsonl_path: str) -> str:
@@ -312,7 +286,7 @@ def render(jsonl_path: str) -> str:
             speed = f"{statistics.mean(speeds):.1f}" if speeds else "–"
             lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
                          + f" | {ratio} | {len(runs)} | {epochs:.1f} | {speed} |")
-            machines.update(_describe(r["machine"]) for r in runs if r.get("machine"))
+            machines.update(describe(r["machine"]) for r in runs if r.get("machine"))
     for described in sorted(machines):
         lines += ["", f"Machine: {described}"]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
+
+from benchmarks.benchlib import LargestTensor, describe, machine, read_jsonl  # noqa: E402
 
 SIZES = (10_000, 100_000, 1_000_000)
 USERS, ZIPF, BATCH, STEPS = 20_000, 1.1, 1024, 5
@@ -81,21 +81,6 @@ def _resident_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-class LargestTensor(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records the largest number of elements of any tensor an operation returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
     """Time, peak memory and largest tensor of one training step (this process)."""
     from recbole_mdcns.config import Config
@@ -132,16 +117,9 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
         "sampler": sampler, "n_items": n_items, "batch": BATCH, "seconds": seconds,
         "median_seconds": statistics.median(seconds), "peak_mb": max(peaks),
         "largest_tensor": largest, "largest_over_BN": largest / (BATCH * n_items),
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def render(jsonl: str) -> str:
@@ -164,7 +142,7 @@ def render(jsonl: str) -> str:
             cells.append(f"{r['median_seconds']:.3f} / {r['peak_mb']:.0f} / {r['largest_over_BN']:.3f}" if r else "–")
         if any(c != "–" for c in cells):
             lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
-    machines = {f"{r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']}" for r in latest.values()}
+    machines = {describe(r["machine"]) for r in latest.values()}
     lines += ["", "Machine: " + "; ".join(sorted(machines))] if machines else []
     return "\n".join(lines) + "\n"
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,8 @@ from typing import Any, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-import torch  # noqa: E402
+
+from benchmarks.benchlib import describe, machine, read_jsonl  # noqa: E402
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
@@ -65,23 +65,6 @@ OUR_REFERENCE = "uniform"
 RECBOLE_REFERENCE = "recbole_uniform_bpr"
 
 
-def machine() -> dict[str, Any]:
-    """What the timings were taken on."""
-    cpu_model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {
-        "arch": platform.machine(),
-        "processor": platform.processor(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-    }
-
-
 def time_epochs(config_dict: dict[str, Any], repeats: int) -> tuple[list[float], list[dict[str, float]]]:
     """Seconds of each of `repeats` consecutive training epochs of one freshly built trainer,
     and the sampler's diagnostics of each epoch (DivNS's `dpp_seconds`, ...)."""
@@ -105,20 +88,8 @@ def time_epochs(config_dict: dict[str, Any], repeats: int) -> tuple[list[float],
     return seconds, diagnostics
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _ratio(value: float, reference: Optional[float]) -> str:
     return f"{value / reference:.2f}" if reference else "–"
-
-
-def _describe(m: dict[str, Any]) -> str:
-    cpu = m.get("cpu_model") or m.get("processor") or m.get("arch")
-    return f"{cpu} ({m.get('arch')}), {m.get('cpu_count')} logical CPUs, torch {m.get('torch')}"
 
 
 def render(jsonl_path: str) -> str:
@@ -148,7 +119,7 @@ def render(jsonl_path: str) -> str:
         selection_cell = f"{statistics.median(selection):.2f}" if selection else "–"
         lines.append(f"| {name} | {median:.2f} | {len(row['epoch_seconds'])} | {_ratio(median, ours)} "
                      f"| {_ratio(median, recbole)} | {selection_cell} |")
-    for described in sorted({_describe(latest[name]["machine"]) for name in order}):
+    for described in sorted({describe(latest[name]["machine"]) for name in order}):
         lines += ["", f"Machine: {described}"]
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,8 @@ import pytest
 
 import recbole_mdcns  # noqa: F401  (applies the compatibility fixes)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' shared helpers
+
 N_USERS, N_ITEMS = 40, 60
 
 

@@ -6,8 +6,7 @@ import math
 import pytest
 import torch
 
-from torch.utils._python_dispatch import TorchDispatchMode
-
+from benchmarks.benchlib import LargestTensor
 from recbole_mdcns import ConfigError
 from recbole_mdcns.config import Config
 from test_samplers import N_ITEMS, ROWS, chi_square_ok, excluded_mask, make_batch, make_sampler
@@ -16,18 +15,6 @@ from test_samplers import N_ITEMS, ROWS, chi_square_ok, excluded_mask, make_batc
 def genni(dataset, **keys):
     return make_sampler("GenNi", dataset, **{"genni_alpha": 1.0, "genni_item_ratio": 1.0, "genni_memory_mb": 1024, **keys})
 
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest number of elements of any tensor an operation returns."""
-
-    largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def one_row_batch(batch, row: int = 3):

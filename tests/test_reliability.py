@@ -12,7 +12,6 @@ import sys
 import pytest
 import torch
 
-from conftest import write_tiny_dataset
 from recbole_mdcns import ConfigError, run_recbole_mdcns
 from recbole_mdcns.config import Config
 from recbole_mdcns.quick_start import _prepare

@@ -1,7 +1,6 @@
 """Sampler behaviour on fixed embeddings: exclusion, distributions, hardness, losses."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch

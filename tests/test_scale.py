@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_genni import LargestTensor
+from benchmarks.benchlib import LargestTensor
 from test_samplers import DIM, ROWS, FakeDataset, make_sampler
 
 N_LARGE = 20_000  # catalogue far larger than the batch
