@@ -55,7 +55,6 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         super().__init__(config, model)
         self.sampler = sampler
         self.diagnostics: dict[str, float] = {}
-        self.best_valid_result = None
         self._saving = False  # fit(saved=...)
         self._pending_rng: Optional[dict[str, Any]] = None  # restored at the next epoch's start
         if not config["single_spec"]:  # rank 0 writes; every rank reads rank 0's files
