@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -51,3 +51,11 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
         return out
+
+
+def write_markdown(out: str, name: str, render: Callable[[str], str]) -> str:
+    """Write `<out>/<name>.md` rendered from `<out>/<name>.jsonl`; return its path."""
+    path = os.path.join(out, f"{name}.md")
+    with open(path, "w") as f:
+        f.write(render(os.path.join(out, f"{name}.jsonl")))
+    return path

@@ -25,7 +25,7 @@ from typing import Any, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from benchmarks.benchlib import read_jsonl  # noqa: E402
+from benchmarks.benchlib import read_jsonl, write_markdown  # noqa: E402
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
@@ -97,13 +97,6 @@ def render(jsonl_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(out: str) -> str:
-    path = os.path.join(out, "fidelity.md")
-    with open(path, "w") as f:
-        f.write(render(os.path.join(out, "fidelity.jsonl")))
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2020, 2021, 2022])
@@ -127,7 +120,7 @@ def main() -> None:
                     f.write(json.dumps(row) + "\n")
                 print(f"{variant} seed {seed}: test ndcg@10 {row['test']['ndcg@10']:.4f} "
                       f"in {row['seconds']:.0f} s", flush=True)
-    print(f"wrote {write_markdown(args.out)}")
+    print(f"wrote {write_markdown(args.out, 'fidelity', render)}")
 
 
 if __name__ == "__main__":

@@ -41,12 +41,12 @@ sys.path.insert(0, REPO_ROOT)
 
 import yaml  # noqa: E402
 
-from benchmarks.benchlib import describe, machine, read_jsonl  # noqa: E402
+from benchmarks.benchlib import describe, machine, read_jsonl, write_markdown  # noqa: E402
 
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "benchmarks", "quality.yaml")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "benchmarks", "results")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "benchmarks", "data")
-JSONL, MARKDOWN = "quality.jsonl", "quality.md"
+JSONL = "quality.jsonl"
 PLOT_NDCG, PLOT_DIAGNOSTICS = "quality_ndcg.png", "quality_diagnostics.png"
 KEY_FIELDS = ("dataset", "model", "sampler", "variant", "seed")
 REFERENCE = "uniform"  # the row the NDCG@10 ratio is taken against
@@ -292,13 +292,6 @@ def render(jsonl_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(out: str) -> str:
-    path = os.path.join(out, MARKDOWN)
-    with open(path, "w") as f:
-        f.write(render(os.path.join(out, JSONL)))
-    return path
-
-
 # ----- plots -----------------------------------------------------------------------
 def _per_epoch_mean(runs: list[dict[str, Any]], name: str) -> tuple[list[int], list[float]]:
     """Epoch -> mean over seeds of diagnostic `name` (over the seeds that ran that epoch)."""
@@ -424,7 +417,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             speed = row["seconds_per_epoch"] or 0.0
             progress.write(f"{run.label}: test ndcg@10 {ndcg:.4f}, {row['epochs_run']} epochs, "
                            f"{speed:.1f} s/epoch")
-    print(f"wrote {write_markdown(args.out)}")
+    print(f"wrote {write_markdown(args.out, 'quality', render)}")
     for path in write_plots(args.out):
         print(f"wrote {path}")
     return 0

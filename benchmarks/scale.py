@@ -34,7 +34,7 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from benchmarks.benchlib import LargestTensor, describe, machine, read_jsonl  # noqa: E402
+from benchmarks.benchlib import LargestTensor, describe, machine, read_jsonl, write_markdown  # noqa: E402
 
 SIZES = (10_000, 100_000, 1_000_000)
 USERS, ZIPF, BATCH, STEPS = 20_000, 1.1, 1024, 5
@@ -204,10 +204,9 @@ def main() -> None:
                 if (sampler, n) not in done:
                     subprocess.run([sys.executable, os.path.abspath(__file__), "--child", f"{sampler}:{n}",
                                     "--out", args.out, "--data", args.data], check=True)
-    with open(os.path.join(args.out, "scale.md"), "w") as f:
-        f.write(render(jsonl))
+    path = write_markdown(args.out, "scale", render)
     plot(jsonl, os.path.join(args.out, "scale.png"))
-    print(f"wrote {os.path.join(args.out, 'scale.md')}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 
-from benchmarks.benchlib import describe, machine, read_jsonl  # noqa: E402
+from benchmarks.benchlib import describe, machine, read_jsonl, write_markdown  # noqa: E402
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
@@ -124,13 +124,6 @@ def render(jsonl_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(out: str) -> str:
-    path = os.path.join(out, "speed.md")
-    with open(path, "w") as f:
-        f.write(render(os.path.join(out, "speed.jsonl")))
-    return path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (default 3)")
@@ -176,7 +169,7 @@ def main() -> None:
                 f.write(json.dumps(row) + "\n")
             print(f"{name}: {', '.join(f'{s:.2f}' for s in seconds)} s/epoch", flush=True)
     if not args.in_process:
-        print(f"wrote {write_markdown(args.out)}")
+        print(f"wrote {write_markdown(args.out, 'speed', render)}")
 
 
 if __name__ == "__main__":
