@@ -43,7 +43,7 @@ def test_random_and_bayes_run_a_few_trials(tiny_yaml, tmp_path, algo):
     space.write_text("sampler choice ['DNS','MDCNS']\nneg_candidate_num quniform 4,9,1\nmdcns_top_m quniform 1,3,1\n")
     tuning = HyperTuning(params_file=str(space), fixed_config_file_list=[tiny_yaml], algo=algo, max_evals=3)
     tuning.run()
-    assert len(tuning.params2result) == 3  # quniform floats were accepted for integer keys
+    assert len(tuning.score_list) == 3  # every trial ran: quniform floats were accepted for integer keys
     assert tuning.best_result()["best_valid_score"] == max(r["best_valid_score"] for r in tuning.params2result.values())
 
 
