@@ -1,6 +1,7 @@
 """Quality: test metrics of every sampler on the same backbones, budget and protocol.
 
     python benchmarks/quality.py                                  # the whole plan of quality.yaml
+    python benchmarks/quality.py --jobs 2                         # two runs at a time
     python benchmarks/quality.py --dry-run                        # list the runs still to do
     python benchmarks/quality.py --only-datasets LastFM --only-samplers uniform,DNS --max-runs 4
     python benchmarks/quality.py --render-only                    # rewrite quality.md and the plots
@@ -10,26 +11,31 @@ a text file converted once by `recbole_mdcns.convert` into `data_dir`, default
 `benchmarks/data/`, or `{data_path: DIR}` for RecBole atomic files already at
 `DIR/<name>/<name>.inter`), `models`, `runs` (entries `{sampler, variant, models,
 datasets, config}`), `seeds` and `base_config`, the backbone, budget and protocol
-shared by every run. Runs are done dataset by dataset (in the yaml's order), then seed
-by seed, then model, then run entry, so the first seed of every sampler comes before
-the other seeds.
+shared by every run. Runs are done seed by seed, then run entry (in the yaml's order),
+then model, then dataset, so the first seed of the first entries comes first.
 
 Each run builds `recbole_mdcns.config.Config` from base_config, the dataset's
 data_path, the entry's config, its sampler and the seed, trains with early stopping on
 the validation metric (RecBole's fit, the best checkpoint in a temporary directory),
-tests the best checkpoint, and appends one JSON line to `<out>/quality.jsonl` right
-away; a (dataset, model, sampler, variant, seed) already there is skipped, so an
-interrupted session resumes. `<out>/quality.md` (mean ± std over seeds of the test
-metrics) and, when matplotlib is installed, `quality_ndcg.png` and
-`quality_diagnostics.png` are regenerated from the JSONL after every session.
+tests the best checkpoint with RecBole's evaluation and once more with each user's
+earlier items masked (the published protocol), and appends one JSON line to
+`<out>/quality.jsonl` right away; a (dataset, model, sampler, variant, seed) already
+there under the plan's current budget is skipped, so an interrupted session resumes.
+Lines trained under another budget stay in the file and are left out of the tables.
+`--jobs N` trains N runs at a time, each in its own process with CPUs / N threads.
+`<out>/quality.md` (mean ± std over seeds of the test metrics) and, when matplotlib is
+installed, `quality_ndcg.png` and `quality_diagnostics.png` are regenerated from the
+JSONL at the end.
 """
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +45,10 @@ from typing import Any, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 import yaml  # noqa: E402
+from scipy.sparse import csr_matrix  # noqa: E402
 
 from benchmarks.benchlib import describe, machine, read_jsonl, write_markdown  # noqa: E402
 
@@ -52,6 +61,7 @@ KEY_FIELDS = ("dataset", "model", "sampler", "variant", "seed")
 REFERENCE = "uniform"  # the row the NDCG@10 ratio is taken against
 SAMPLER_ORDER = ["none", "uniform", "popularity", "dns", "genni", "divns", "mdcns"]
 TABLE_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"), ("ndcg@20", "NDCG@20"), ("hit@20", "HR@20")]
+MASKED_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10")]
 RATIO_METRIC = "ndcg@10"
 
 
@@ -106,13 +116,14 @@ def load_plan(path: str) -> dict[str, Any]:
 
 
 def planned_runs(plan: dict[str, Any]) -> list[Run]:
-    """Every run of the plan, in order: dataset, seed, model, run entry."""
+    """Every run of the plan, in order: seed, run entry, model, dataset (so a partial set
+    holds the first seed of the first entries on every dataset)."""
     runs: list[Run] = []
     seen: set[tuple] = set()
-    for dataset in plan["datasets"]:
-        for seed in plan["seeds"]:
+    for seed in plan["seeds"]:
+        for entry in plan["runs"]:
             for model in plan["models"]:
-                for entry in plan["runs"]:
+                for dataset in plan["datasets"]:
                     if entry.get("models") and model not in entry["models"]:
                         continue
                     if entry.get("datasets") and dataset not in entry["datasets"]:
@@ -124,6 +135,24 @@ def planned_runs(plan: dict[str, Any]) -> list[Run]:
                     seen.add(run.key)
                     runs.append(run)
     return runs
+
+
+def budget(run: Run, base_config: dict[str, Any]) -> dict[str, Any]:
+    """The scalar keys a run's result depends on (backbone sizes, budget, the entry's keys)."""
+    return {k: v for k, v in {**base_config, **run.config}.items() if isinstance(v, (bool, int, float, str))}
+
+
+def current_rows(jsonl_path: str, plan: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+    """The JSONL rows of runs in `plan` trained under its budget (the latest line of each key),
+    and how many lines are superseded (another budget, a run no longer planned, or repeated)."""
+    planned = {run.key: budget(run, plan["base_config"]) for run in planned_runs(plan)}
+    lines = read_jsonl(jsonl_path)
+    latest: dict[tuple, dict[str, Any]] = {}
+    for row in lines:
+        key = tuple(row[k] for k in KEY_FIELDS)
+        if key in planned and all(row["config"].get(k) == v for k, v in planned[key].items()):
+            latest[key] = row
+    return list(latest.values()), len(lines) - len(latest)
 
 
 def _split(option: Optional[str]) -> Optional[set[str]]:
@@ -181,6 +210,44 @@ def plain(value: Any) -> Any:
         return str(value)
 
 
+def earlier_items(dataset: Any) -> csr_matrix:
+    """[users, items]: the items of each user before their last interaction (the test target),
+    which the published protocol of these benchmarks removes from the test ranking."""
+    feat = dataset.inter_feat
+    users = feat[dataset.uid_field].numpy()
+    items = feat[dataset.iid_field].numpy()
+    order = np.lexsort((feat[dataset.time_field].numpy(), users))
+    users, items = users[order], items[order]
+    earlier = np.r_[users[1:] == users[:-1], False]  # all but each user's last
+    return csr_matrix((np.ones(int(earlier.sum()), dtype=bool), (users[earlier], items[earlier])),
+                      shape=(dataset.user_num, dataset.item_num))
+
+
+@torch.no_grad()
+def ranking_metrics(model: Any, data: Any, topk: list[int], exclude: Optional[csr_matrix] = None) -> dict[str, float]:
+    """Hit@k and NDCG@k of a full-sort evaluation loader, ranking every item but the padding
+    id and, with `exclude`, each user's row of it (strictly higher scores rank first)."""
+    model.eval()
+    uid_field, iid_field = data._dataset.uid_field, data._dataset.iid_field
+    sums = {f"{name}@{k}": 0.0 for k in topk for name in ("hit", "ndcg")}
+    count = 0
+    for interaction, *_ in data:
+        interaction = interaction.to(model.device)
+        scores = model.full_sort_predict(interaction).view(len(interaction), -1)
+        scores[:, 0] = -torch.inf
+        if exclude is not None:
+            r, c = exclude[interaction[uid_field].cpu().numpy()].nonzero()
+            scores[torch.as_tensor(r, device=scores.device), torch.as_tensor(c, device=scores.device)] = -torch.inf
+        target = scores.gather(1, interaction[iid_field].unsqueeze(1))
+        rank = (scores > target).sum(1)
+        for k in topk:
+            hit = rank < k
+            sums[f"hit@{k}"] += hit.sum().item()
+            sums[f"ndcg@{k}"] += (hit / torch.log2(rank + 2.0)).sum().item()
+        count += len(interaction)
+    return {name: total / count for name, total in sums.items()}
+
+
 def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, Any]:
     """Train, validate and test one run; its JSON line (without machine and timestamp)."""
     from recbole.utils import init_seed
@@ -193,7 +260,7 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, 
             **base_config, "data_path": data_path, **run.config,
             "sampler": run.sampler, "seed": run.seed, "checkpoint_dir": checkpoints})
         init_seed(config["seed"], config["reproducibility"])
-        _, _, trainer, (train_data, valid_data, test_data) = _prepare(config)
+        dataset, _, trainer, (train_data, valid_data, test_data) = _prepare(config)
 
         epochs: list[dict[str, Any]] = []
         train_epoch = trainer._train_epoch
@@ -208,16 +275,21 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, 
         def callback(epoch_idx: int, valid_score: float) -> None:
             if epochs and epochs[-1]["epoch"] == epoch_idx:
                 epochs[-1]["valid_score"] = plain(valid_score)
+                print(f"{run.label}: epoch {epoch_idx} trained in {epochs[-1]['train_seconds']:.1f} s, "
+                      f"valid {config['valid_metric']} {valid_score:.4f}", flush=True)
 
         trainer._train_epoch = timed_train_epoch  # times training alone, not validation
         _, best_valid = trainer.fit(train_data, valid_data, saved=True, verbose=False, callback_fn=callback)
         test = trainer.evaluate(test_data, load_best_model=True)
+        test_masked = ranking_metrics(trainer.model, test_data, config["topk"], earlier_items(dataset))
         final_config = plain(dict(config.final_config_dict))
     return {
         "dataset": run.dataset, "model": run.model, "sampler": run.sampler, "variant": run.variant,
         "seed": run.seed,
         "best_valid": {k: float(v) for k, v in (best_valid or {}).items()},
         "test": {k: float(v) for k, v in test.items()},
+        "test_masked": test_masked,
+        "threads": torch.get_num_threads(),
         "epochs_run": len(epochs),
         "seconds_per_epoch": statistics.mean(e["train_seconds"] for e in epochs) if epochs else None,
         "per_epoch": epochs,
@@ -226,26 +298,29 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, 
 
 
 # ----- results ---------------------------------------------------------------------
-def done_keys(path: str) -> set[tuple]:
-    return {tuple(row[k] for k in KEY_FIELDS) for row in read_jsonl(path)}
-
-
 def _row_order(sampler: str, variant: str) -> tuple:
     name = sampler.lower()
     rank = SAMPLER_ORDER.index(name) if name in SAMPLER_ORDER else len(SAMPLER_ORDER)
     return (rank, name, variant != "", variant)
 
 
-def grouped(jsonl_path: str) -> dict[tuple[str, str], dict[tuple[str, str], list[dict[str, Any]]]]:
-    """(dataset, model) -> (sampler, variant) -> rows sorted by seed (the latest line of each
-    key), all in a fixed order, whatever the order of the file."""
-    latest: dict[tuple, dict[str, Any]] = {}
-    for row in read_jsonl(jsonl_path):
-        latest[tuple(row[k] for k in KEY_FIELDS)] = row
+def grouped(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[tuple[str, str], list[dict[str, Any]]]]:
+    """(dataset, model) -> (sampler, variant) -> rows sorted by seed, in a fixed order
+    whatever the order of `rows`."""
     groups: dict[tuple[str, str], dict[tuple[str, str], list[dict[str, Any]]]] = {}
-    for key in sorted(latest, key=lambda k: (k[0], k[1], _row_order(k[2], k[3]), k[4])):
-        groups.setdefault((key[0], key[1]), {}).setdefault((key[2], key[3]), []).append(latest[key])
+    for row in sorted(rows, key=lambda r: (r["dataset"], r["model"], _row_order(r["sampler"], r["variant"]),
+                                           r["seed"])):
+        groups.setdefault((row["dataset"], row["model"]), {}).setdefault((row["sampler"], row["variant"]), []).append(row)
     return groups
+
+
+def append_row(jsonl_path: str, row: dict[str, Any]) -> None:
+    """Append one JSON line, locked against the other workers of a `--jobs` run."""
+    with open(jsonl_path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _mean_std(values: list[float]) -> str:
@@ -255,18 +330,22 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {std:.4f}"
 
 
-def render(jsonl_path: str) -> str:
-    """The markdown tables of `jsonl_path`: one per dataset and model, a row per sampler and variant."""
-    groups = grouped(jsonl_path)
+def render(results: list[dict[str, Any]], superseded: int = 0) -> str:
+    """The markdown tables of `results`: one per dataset and model, a row per sampler and variant."""
+    groups = grouped(results)
     lines = [
         "# Quality: test metrics per sampler",
         "",
         "Leave-one-out (RecBole `eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user,",
         "mode: full}`), ranking over all items; early stopping on valid NDCG@10, test with the best",
-        "checkpoint. Mean ± standard deviation over seeds; HR is RecBole's Hit. `ratio` is the mean",
-        f"test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch` is training time alone. Written by",
-        "`benchmarks/quality.py` from `quality.jsonl`.",
+        "checkpoint. Mean ± standard deviation over seeds; HR is RecBole's Hit. The first four",
+        "metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
+        "models); `masked` ranks without them, the protocol of the published reference points.",
+        f"`ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch` is training",
+        "time alone. Written by `benchmarks/quality.py` from `quality.jsonl`.",
     ]
+    if superseded:
+        lines += ["", f"{superseded} line(s) of `quality.jsonl` are not shown: another budget or not planned."]
     if not groups:
         lines += ["", "No results yet."]
     machines: set[str] = set()
@@ -275,10 +354,13 @@ def render(jsonl_path: str) -> str:
         ref_mean = statistics.mean(r["test"][RATIO_METRIC] for r in reference) if reference else None
         lines += ["", f"## {dataset}, {model}", "",
                   "| sampler | " + " | ".join(f"test {title}" for _, title in TABLE_METRICS)
+                  + " | " + " | ".join(f"masked {title}" for _, title in MASKED_METRICS)
                   + f" | ratio to {REFERENCE} | runs | epochs | s/epoch |",
-                  "|---|" + "---:|" * (len(TABLE_METRICS) + 4)]
+                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + 4)]
         for (sampler, variant), runs in rows.items():
             cells = [_mean_std([r["test"][m] for r in runs if m in r["test"]]) for m, _ in TABLE_METRICS]
+            cells += [_mean_std([r["test_masked"][m] for r in runs if m in r.get("test_masked", {})])
+                      for m, _ in MASKED_METRICS]
             ours = [r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]]
             ratio = f"{statistics.mean(ours) / ref_mean:.3f}" if ours and ref_mean else "–"
             epochs = statistics.mean(r["epochs_run"] for r in runs)
@@ -305,7 +387,7 @@ def _per_epoch_mean(runs: list[dict[str, Any]], name: str) -> tuple[list[int], l
     return epochs, [statistics.mean(values[e]) for e in epochs]
 
 
-def write_plots(out: str) -> list[str]:
+def write_plots(out: str, results: list[dict[str, Any]]) -> list[str]:
     """quality_ndcg.png and quality_diagnostics.png from the JSONL; [] without matplotlib."""
     try:
         import matplotlib
@@ -315,7 +397,7 @@ def write_plots(out: str) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = grouped(os.path.join(out, JSONL))
+    groups = grouped(results)
     if not groups:
         return []
     metadata = {"Software": None}  # no version stamp: the same results give the same files
@@ -377,6 +459,47 @@ def write_plots(out: str) -> list[str]:
 
 
 # ----- command line ----------------------------------------------------------------
+def run_here(todo: list[Run], plan: dict[str, Any], jsonl: str) -> None:
+    """Train the runs one after another in this process, appending each line as it ends."""
+    from tqdm import tqdm
+
+    data_dir = _resolve(str(plan.get("data_dir", DEFAULT_DATA_DIR)))
+    host = machine()
+    progress = tqdm(todo, desc="quality runs", unit="run")
+    for run in progress:
+        progress.set_postfix_str(run.label)
+        data_path = dataset_location(run.dataset, plan["datasets"][run.dataset], data_dir)
+        row = execute(run, plan["base_config"], data_path)
+        row.update(machine=host, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        append_row(jsonl, row)
+        speed = row["seconds_per_epoch"] or 0.0
+        progress.write(f"{run.label}: test ndcg@10 {row['test'].get(RATIO_METRIC, float('nan')):.4f} "
+                       f"(masked {row['test_masked'].get(RATIO_METRIC, float('nan')):.4f}), "
+                       f"{row['epochs_run']} epochs, {speed:.1f} s/epoch")
+
+
+def run_in_workers(todo: list[Run], plan: dict[str, Any], args: argparse.Namespace) -> int:
+    """Train the runs in `args.jobs` child processes at a time, one process per run, each
+    with its share of the CPU threads; returns how many runs failed."""
+    for name in {run.dataset for run in todo}:  # convert once, before the workers start
+        dataset_location(name, plan["datasets"][name], _resolve(str(plan.get("data_dir", DEFAULT_DATA_DIR))))
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    pending, active, failed = list(todo), [], 0
+    while pending or active:
+        while pending and len(active) < args.jobs:
+            run = pending.pop(0)
+            command = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--out", args.out,
+                       "--threads", str(threads), "--only-run", json.dumps(list(run.key))]
+            active.append((run, subprocess.Popen(command)))
+        time.sleep(1.0)
+        for run, process in [(r, p) for r, p in active if p.poll() is not None]:
+            active.remove((run, process))
+            if process.returncode:
+                failed += 1
+                print(f"{run.label}: failed (exit {process.returncode}); it stays to do", flush=True)
+    return failed
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="the plan (default benchmarks/quality.yaml)")
@@ -384,16 +507,30 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--only-datasets", default=None, help="comma-separated dataset names")
     parser.add_argument("--only-samplers", default=None, help="comma-separated sampler names (any case)")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads per run (default: torch's own; CPUs / jobs with --jobs)")
     parser.add_argument("--render-only", action="store_true", help="only regenerate quality.md and the plots")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do and stop")
+    parser.add_argument("--only-run", default=None, help=argparse.SUPPRESS)  # a worker's run key, as JSON
     args = parser.parse_args(argv)
     sys.argv = sys.argv[:1]  # RecBole's Config would read any --key=value left here
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     os.makedirs(args.out, exist_ok=True)
     jsonl = os.path.join(args.out, JSONL)
+    plan = load_plan(args.config)
+    failed = 0
     if not args.render_only:
-        plan = load_plan(args.config)
-        todo = select(planned_runs(plan), done_keys(jsonl), args.only_datasets, args.only_samplers)
+        done = {tuple(row[k] for k in KEY_FIELDS) for row in current_rows(jsonl, plan)[0]}
+        todo = select(planned_runs(plan), done, args.only_datasets, args.only_samplers)
+        if args.only_run is not None:
+            todo = [run for run in todo if list(run.key) == json.loads(args.only_run)]
+            run_here(todo, plan, jsonl)
+            return 0  # the parent renders
         if args.max_runs is not None:
             todo = todo[:args.max_runs]
         if args.dry_run:
@@ -401,26 +538,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(run.label + (f"  {json.dumps(run.config)}" if run.config else ""))
             print(f"{len(todo)} runs to do")
             return 0
-        data_dir = _resolve(str(plan.get("data_dir", DEFAULT_DATA_DIR)))
-        from tqdm import tqdm
-
-        host = machine()
-        progress = tqdm(todo, desc="quality runs", unit="run")
-        for run in progress:
-            progress.set_postfix_str(run.label)
-            data_path = dataset_location(run.dataset, plan["datasets"][run.dataset], data_dir)
-            row = execute(run, plan["base_config"], data_path)
-            row.update(machine=host, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-            with open(jsonl, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            ndcg = row["test"].get(RATIO_METRIC, float("nan"))
-            speed = row["seconds_per_epoch"] or 0.0
-            progress.write(f"{run.label}: test ndcg@10 {ndcg:.4f}, {row['epochs_run']} epochs, "
-                           f"{speed:.1f} s/epoch")
-    print(f"wrote {write_markdown(args.out, 'quality', render)}")
-    for path in write_plots(args.out):
+        if args.jobs > 1:
+            failed = run_in_workers(todo, plan, args)
+        else:
+            run_here(todo, plan, jsonl)
+    rows, superseded = current_rows(jsonl, plan)
+    print(f"wrote {write_markdown(args.out, 'quality', lambda _: render(rows, superseded))}")
+    for path in write_plots(args.out, rows):
         print(f"wrote {path}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ def test_run_resume_render(quality, tmp_path, capsys):
             assert name in row, name
         assert row["epochs_run"] == 1 and row["seconds_per_epoch"] > 0
         assert {"ndcg@10", "hit@10", "ndcg@20", "hit@20"} <= set(row["test"])
+        assert set(row["test_masked"]) == {"ndcg@10", "hit@10", "ndcg@20", "hit@20"}
         assert row["per_epoch"][0]["valid_score"] is not None
         assert "neg_score" in row["per_epoch"][0]["diagnostics"]
         assert row["config"]["seed"] == 2020
@@ -78,10 +79,33 @@ def test_run_resume_render(quality, tmp_path, capsys):
     assert quality.main(args) == 0  # resume: nothing left to do
     assert (out / "quality.jsonl").read_text() == before
 
-    assert quality.main(["--out", str(out), "--render-only"]) == 0
+    assert quality.main(args + ["--render-only"]) == 0
     first = (out / "quality.md").read_text()
-    assert quality.main(["--out", str(out), "--render-only"]) == 0
+    assert quality.main(args + ["--render-only"]) == 0
     assert (out / "quality.md").read_text() == first == md
+
+    # another budget: the old lines stay in the file, are redone and are left out of the tables
+    plan = _plan(data_root)
+    plan["base_config"]["hidden_size"] = 8
+    config.write_text(yaml.safe_dump(plan))
+    assert quality.main(args + ["--dry-run"]) == 0
+    assert "2 runs to do" in capsys.readouterr().out
+    assert quality.main(args + ["--render-only"]) == 0
+    md = (out / "quality.md").read_text()
+    assert "2 line(s) of `quality.jsonl` are not shown" in md and "| uniform | " not in md
+    assert (out / "quality.jsonl").read_text() == before
+
+
+def test_parallel_jobs(quality, tmp_path):
+    """--jobs 2: each run in its own process with half the threads, both lines appended."""
+    data_root = write_tiny_dataset(tmp_path / "data")
+    config = tmp_path / "quality.yaml"
+    config.write_text(yaml.safe_dump(_plan(data_root)))
+    out = tmp_path / "results"
+    assert quality.main(["--config", str(config), "--out", str(out), "--jobs", "2", "--threads", "1"]) == 0
+    rows = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
+    assert sorted((r["sampler"], r["threads"]) for r in rows) == [("DNS", 1), ("uniform", 1)]
+    assert "| uniform | " in (out / "quality.md").read_text()
 
 
 def test_plan_order_and_conversion(quality, tmp_path):
@@ -93,8 +117,9 @@ def test_plan_order_and_conversion(quality, tmp_path):
         "runs": [{"sampler": "uniform"}, {"sampler": "DNS", "models": ["SASRec"], "datasets": ["big"]}],
     }
     runs = quality.planned_runs(plan)
-    assert [r.label for r in runs[:3]] == ["small SASRec uniform seed 1", "small GRU4Rec uniform seed 1",
-                                           "small SASRec uniform seed 2"]
+    assert [r.label for r in runs[:6]] == [  # seed, then entry, then model, then dataset
+        "small SASRec uniform seed 1", "big SASRec uniform seed 1", "small GRU4Rec uniform seed 1",
+        "big GRU4Rec uniform seed 1", "big SASRec DNS seed 1", "small SASRec uniform seed 2"]
     assert [r.label for r in runs if r.sampler == "DNS"] == ["big SASRec DNS seed 1", "big SASRec DNS seed 2"]
     todo = quality.select(runs, {runs[0].key}, datasets="SMALL", samplers="uniform")
     assert len(todo) == 3 and runs[0] not in todo
@@ -108,3 +133,41 @@ def test_plan_order_and_conversion(quality, tmp_path):
     os.utime(inter, (0, 0))
     quality.dataset_location("seq", str(source), data_dir)  # converted once
     assert os.path.getmtime(inter) == 0
+
+
+def test_masked_ranking(quality, tiny_config):
+    """RecBole's own test metrics are recomputed exactly without a mask; the mask removes each
+    user's earlier items (never the target unless it came before) and can only lift the target."""
+    from recbole_mdcns.config import Config
+    from recbole_mdcns.quick_start import _prepare
+
+    config = Config(model="SASRec", config_dict={
+        **tiny_config, "metrics": ["Hit", "NDCG"], "topk": [5, 10],
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}})
+    dataset, model, trainer, (_, _, test_data) = _prepare(config)
+    recbole = trainer.evaluate(test_data, load_best_model=False)
+    ours = quality.ranking_metrics(model, test_data, [5, 10])
+    assert set(ours) == set(recbole)
+    for name, value in recbole.items():
+        assert ours[name] == pytest.approx(value, abs=1e-4), name
+
+    earlier = quality.earlier_items(dataset)
+    inter = dataset.inter_feat
+    for user in (1, 2, 17):
+        rows = (inter["user_id"] == user).nonzero().squeeze(1)
+        last = rows[inter["timestamp"][rows].argmax()]
+        expected = {int(inter["item_id"][r]) for r in rows if r != last}
+        assert set(earlier[user].indices.tolist()) == expected
+
+    users = field_values(test_data, "user_id")
+    targets = field_values(test_data, "item_id")
+    only_targets = quality.csr_matrix(([True] * len(users), (users, targets)), shape=earlier.shape)
+    assert quality.ranking_metrics(model, test_data, [10], only_targets)["hit@10"] == 0.0
+    others = earlier.astype(int) - earlier.astype(int).multiply(only_targets.astype(int))
+    lifted = quality.ranking_metrics(model, test_data, [5, 10], others.astype(bool))
+    assert all(lifted[name] >= ours[name] - 1e-9 for name in ours)
+    assert lifted["ndcg@10"] > ours["ndcg@10"]
+
+
+def field_values(data, field: str) -> list[int]:
+    return [int(v) for interaction, *_ in data for v in interaction[field]]
