@@ -330,9 +330,17 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {std:.4f}"
 
 
-def render(results: list[dict[str, Any]], superseded: int = 0) -> str:
-    """The markdown tables of `results`: one per dataset and model, a row per sampler and variant."""
+def _published(value: Any) -> str:
+    return "–" if value is None else "-".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
+
+
+def render(results: list[dict[str, Any]], superseded: int = 0,
+           published: Optional[dict[str, dict[str, Any]]] = None) -> str:
+    """The markdown tables of `results`: one per dataset and model, a row per sampler and
+    variant, beside the `published` masked NDCG@10 (dataset -> model -> row name -> value or
+    [low, high])."""
     groups = grouped(results)
+    published = published or {}
     lines = [
         "# Quality: test metrics per sampler",
         "",
@@ -341,8 +349,9 @@ def render(results: list[dict[str, Any]], superseded: int = 0) -> str:
         "checkpoint. Mean ± standard deviation over seeds; HR is RecBole's Hit. The first four",
         "metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
         "models); `masked` ranks without them, the protocol of the published reference points.",
-        f"`ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch` is training",
-        "time alone. Written by `benchmarks/quality.py` from `quality.jsonl`.",
+        "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
+        f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
+        "is training time alone. Written by `benchmarks/quality.py` from `quality.jsonl`.",
     ]
     if superseded:
         lines += ["", f"{superseded} line(s) of `quality.jsonl` are not shown: another budget or not planned."]
@@ -355,8 +364,8 @@ def render(results: list[dict[str, Any]], superseded: int = 0) -> str:
         lines += ["", f"## {dataset}, {model}", "",
                   "| sampler | " + " | ".join(f"test {title}" for _, title in TABLE_METRICS)
                   + " | " + " | ".join(f"masked {title}" for _, title in MASKED_METRICS)
-                  + f" | ratio to {REFERENCE} | runs | epochs | s/epoch |",
-                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + 4)]
+                  + f" | published | ratio to {REFERENCE} | runs | epochs | s/epoch |",
+                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + 5)]
         for (sampler, variant), runs in rows.items():
             cells = [_mean_std([r["test"][m] for r in runs if m in r["test"]]) for m, _ in TABLE_METRICS]
             cells += [_mean_std([r["test_masked"][m] for r in runs if m in r.get("test_masked", {})])
@@ -366,8 +375,9 @@ def render(results: list[dict[str, Any]], superseded: int = 0) -> str:
             epochs = statistics.mean(r["epochs_run"] for r in runs)
             speeds = [r["seconds_per_epoch"] for r in runs if r.get("seconds_per_epoch") is not None]
             speed = f"{statistics.mean(speeds):.1f}" if speeds else "–"
+            reported = _published(published.get(dataset, {}).get(model, {}).get(row_name(sampler, variant)))
             lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
-                         + f" | {ratio} | {len(runs)} | {epochs:.1f} | {speed} |")
+                         + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {speed} |")
             machines.update(describe(r["machine"]) for r in runs if r.get("machine"))
     for described in sorted(machines):
         lines += ["", f"Machine: {described}"]
@@ -387,8 +397,10 @@ def _per_epoch_mean(runs: list[dict[str, Any]], name: str) -> tuple[list[int], l
     return epochs, [statistics.mean(values[e]) for e in epochs]
 
 
-def write_plots(out: str, results: list[dict[str, Any]]) -> list[str]:
-    """quality_ndcg.png and quality_diagnostics.png from the JSONL; [] without matplotlib."""
+def write_plots(out: str, results: list[dict[str, Any]], published: Optional[dict[str, Any]] = None) -> list[str]:
+    """quality_ndcg.png (RecBole's and masked test NDCG@10, the published points) and
+    quality_diagnostics.png; [] without matplotlib."""
+    published = published or {}
     try:
         import matplotlib
     except ImportError:
@@ -407,17 +419,22 @@ def write_plots(out: str, results: list[dict[str, Any]]) -> list[str]:
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 0.6 * max(len(r) for _, r in panels)) * len(panels), 4.5),
                              squeeze=False)
     for ax, ((dataset, model), rows) in zip(axes[0], panels):
-        names, means, stds = [], [], []
-        for (sampler, variant), runs in rows.items():
-            values = [r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]]
-            if not values:
-                continue
-            names.append(row_name(sampler, variant))
-            means.append(statistics.mean(values))
-            stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
-        ax.bar(range(len(names)), means, yerr=stds, capsize=3, color="tab:blue")
+        names = [row_name(sampler, variant) for sampler, variant in rows]
+        for offset, (field, label, color) in enumerate((("test", "RecBole (earlier items ranked)", "tab:blue"),
+                                                        ("test_masked", "earlier items masked", "tab:orange"))):
+            values = [[r[field][RATIO_METRIC] for r in runs if RATIO_METRIC in r.get(field, {})]
+                      for runs in rows.values()]
+            ax.bar([i + 0.4 * offset - 0.2 for i in range(len(names))],
+                   [statistics.mean(v) if v else 0.0 for v in values], width=0.4, label=label, color=color,
+                   yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values], capsize=2)
+        reported = [(i, published.get(dataset, {}).get(model, {}).get(name)) for i, name in enumerate(names)]
+        reported = [(i, statistics.mean(v) if isinstance(v, list) else v) for i, v in reported if v is not None]
+        if reported:
+            ax.plot([i + 0.2 for i, _ in reported], [v for _, v in reported], "k_", markersize=14,
+                    markeredgewidth=2, label="published (masked)")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
+        ax.legend(fontsize=7)
         ax.set_title(f"{dataset}, {model}")
         ax.set_ylabel("test NDCG@10 (mean ± std over seeds)")
     fig.tight_layout()
@@ -543,8 +560,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             run_here(todo, plan, jsonl)
     rows, superseded = current_rows(jsonl, plan)
-    print(f"wrote {write_markdown(args.out, 'quality', lambda _: render(rows, superseded))}")
-    for path in write_plots(args.out, rows):
+    published = plan.get("published") or {}
+    print(f"wrote {write_markdown(args.out, 'quality', lambda _: render(rows, superseded, published))}")
+    for path in write_plots(args.out, rows, published):
         print(f"wrote {path}")
     return 1 if failed else 0
 

@@ -37,6 +37,7 @@ def _plan(data_root: Path) -> dict:
             "hidden_size": 16, "embedding_size": 16, "inner_size": 32, "n_layers": 1, "n_heads": 1,
             "num_layers": 1, "MAX_ITEM_LIST_LENGTH": 20, "show_progress": False, "log_wandb": False,
         },
+        "published": {"tiny": {"SASRec": {"uniform": 0.05, "DNS (C10)": [0.01, 0.02]}}},
         "runs": [
             {"sampler": "uniform"},
             {"sampler": "DNS", "variant": "C10", "config": {"neg_candidate_num": 10}},
@@ -73,7 +74,9 @@ def test_run_resume_render(quality, tmp_path, capsys):
 
     md = (out / "quality.md").read_text()
     assert "## tiny, SASRec" in md
-    assert "| uniform | " in md and "| DNS (C10) | " in md
+    table = {line.split(" | ")[0][2:]: line.split(" | ") for line in md.splitlines() if line.startswith("| ")}
+    published = table["sampler"].index("published")
+    assert table["uniform"][published] == "0.0500" and table["DNS (C10)"][published] == "0.0100-0.0200"
 
     before = (out / "quality.jsonl").read_text()
     assert quality.main(args) == 0  # resume: nothing left to do
