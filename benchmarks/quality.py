@@ -142,17 +142,26 @@ def budget(run: Run, base_config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in {**base_config, **run.config}.items() if isinstance(v, (bool, int, float, str))}
 
 
-def current_rows(jsonl_path: str, plan: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+def current_rows(jsonl_path: str, plan: dict[str, Any]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
     """The JSONL rows of runs in `plan` trained under its budget (the latest line of each key),
-    and how many lines are superseded (another budget, a run no longer planned, or repeated)."""
+    and the other lines, each with what set it apart (its differing keys, "not planned" or
+    "repeated")."""
     planned = {run.key: budget(run, plan["base_config"]) for run in planned_runs(plan)}
-    lines = read_jsonl(jsonl_path)
     latest: dict[tuple, dict[str, Any]] = {}
-    for row in lines:
+    superseded: list[tuple[dict[str, Any], str]] = []
+    for row in read_jsonl(jsonl_path):
         key = tuple(row[k] for k in KEY_FIELDS)
-        if key in planned and all(row["config"].get(k) == v for k, v in planned[key].items()):
+        if key not in planned:
+            superseded.append((row, "not planned"))
+            continue
+        differing = [f"{k} {row['config'].get(k)}" for k, v in planned[key].items() if row["config"].get(k) != v]
+        if differing:
+            superseded.append((row, ", ".join(differing)))
+        else:
+            if key in latest:
+                superseded.append((latest[key], "repeated"))
             latest[key] = row
-    return list(latest.values()), len(lines) - len(latest)
+    return list(latest.values()), superseded
 
 
 def _split(option: Optional[str]) -> Optional[set[str]]:
@@ -334,11 +343,11 @@ def _published(value: Any) -> str:
     return "–" if value is None else "-".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
 
 
-def render(results: list[dict[str, Any]], superseded: int = 0,
+def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[str, Any], str]]] = None,
            published: Optional[dict[str, dict[str, Any]]] = None) -> str:
     """The markdown tables of `results`: one per dataset and model, a row per sampler and
     variant, beside the `published` masked NDCG@10 (dataset -> model -> row name -> value or
-    [low, high])."""
+    [low, high]); then the `superseded` lines, one table row each."""
     groups = grouped(results)
     published = published or {}
     lines = [
@@ -353,8 +362,6 @@ def render(results: list[dict[str, Any]], superseded: int = 0,
         f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
         "is training time alone. Written by `benchmarks/quality.py` from `quality.jsonl`.",
     ]
-    if superseded:
-        lines += ["", f"{superseded} line(s) of `quality.jsonl` are not shown: another budget or not planned."]
     if not groups:
         lines += ["", "No results yet."]
     machines: set[str] = set()
@@ -379,6 +386,19 @@ def render(results: list[dict[str, Any]], superseded: int = 0,
             lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
                          + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {speed} |")
             machines.update(describe(r["machine"]) for r in runs if r.get("machine"))
+    if superseded:
+        lines += ["", "## Superseded lines", "",
+                  "In `quality.jsonl` but not in the tables above: trained with other values of the plan's keys",
+                  "(the run's values shown), no longer planned, or repeated by a later line.", "",
+                  "| dataset | model | sampler | seed | trained with | test NDCG@10 | masked NDCG@10 | epochs |",
+                  "|---|---|---|---:|---|---:|---:|---:|"]
+        for row, why in sorted(superseded, key=lambda item: (item[0].get("timestamp", ""), item[1])):
+            masked = row.get("test_masked", {}).get(RATIO_METRIC)
+            lines.append(f"| {row['dataset']} | {row['model']} | {row_name(row['sampler'], row['variant'])} "
+                         f"| {row['seed']} | {why} | {row['test'][RATIO_METRIC]:.4f} | "
+                         f"{'–' if masked is None else f'{masked:.4f}'} | {row['epochs_run']} |")
+            if row.get("machine"):
+                machines.add(describe(row["machine"]))
     for described in sorted(machines):
         lines += ["", f"Machine: {described}"]
     return "\n".join(lines) + "\n"

@@ -95,7 +95,9 @@ def test_run_resume_render(quality, tmp_path, capsys):
     assert "2 runs to do" in capsys.readouterr().out
     assert quality.main(args + ["--render-only"]) == 0
     md = (out / "quality.md").read_text()
-    assert "2 line(s) of `quality.jsonl` are not shown" in md and "| uniform | " not in md
+    assert "## tiny, SASRec" not in md
+    assert "| tiny | SASRec | uniform | 2020 | hidden_size 16 | " in md
+    assert "| tiny | SASRec | DNS (C10) | 2020 | hidden_size 16 | " in md
     assert (out / "quality.jsonl").read_text() == before
 
 
