@@ -339,8 +339,19 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {std:.4f}"
 
 
-def _published(value: Any) -> str:
-    return "–" if value is None else "-".join(f"{v:.4f}" for v in value) if isinstance(value, list) else f"{value:.4f}"
+def published_range(published: dict[str, Any], dataset: str, model: str, row: str) -> Optional[tuple[float, float]]:
+    """The plan's published masked NDCG@10 of a row as (low, high); None where there is none."""
+    value = published.get(dataset, {}).get(model, {}).get(row)
+    if value is None:
+        return None
+    return (float(value[0]), float(value[-1])) if isinstance(value, list) else (float(value), float(value))
+
+
+def _format_range(bounds: Optional[tuple[float, float]]) -> str:
+    if bounds is None:
+        return "–"
+    low, high = bounds
+    return f"{low:.4f}" if low == high else f"{low:.4f}-{high:.4f}"
 
 
 def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[str, Any], str]]] = None,
@@ -382,7 +393,7 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
             epochs = statistics.mean(r["epochs_run"] for r in runs)
             speeds = [r["seconds_per_epoch"] for r in runs if r.get("seconds_per_epoch") is not None]
             speed = f"{statistics.mean(speeds):.1f}" if speeds else "–"
-            reported = _published(published.get(dataset, {}).get(model, {}).get(row_name(sampler, variant)))
+            reported = _format_range(published_range(published, dataset, model, row_name(sampler, variant)))
             lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
                          + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {speed} |")
             machines.update(describe(r["machine"]) for r in runs if r.get("machine"))
@@ -447,10 +458,10 @@ def write_plots(out: str, results: list[dict[str, Any]], published: Optional[dic
             ax.bar([i + 0.4 * offset - 0.2 for i in range(len(names))],
                    [statistics.mean(v) if v else 0.0 for v in values], width=0.4, label=label, color=color,
                    yerr=[statistics.stdev(v) if len(v) > 1 else 0.0 for v in values], capsize=2)
-        reported = [(i, published.get(dataset, {}).get(model, {}).get(name)) for i, name in enumerate(names)]
-        reported = [(i, statistics.mean(v) if isinstance(v, list) else v) for i, v in reported if v is not None]
+        bounds = {i: published_range(published, dataset, model, name) for i, name in enumerate(names)}
+        reported = {i: sum(b) / 2 for i, b in bounds.items() if b is not None}
         if reported:
-            ax.plot([i + 0.2 for i, _ in reported], [v for _, v in reported], "k_", markersize=14,
+            ax.plot([i + 0.2 for i in reported], list(reported.values()), "k_", markersize=14,
                     markeredgewidth=2, label="published (masked)")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
