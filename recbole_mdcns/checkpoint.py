@@ -68,13 +68,14 @@ def rng_state(loader_generator: Optional[torch.Generator]) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], loader_generator: Optional[torch.Generator]) -> None:
-    """Restore what `rng_state` returned."""
-    torch.set_rng_state(state["torch"])
+    """Restore what `rng_state` returned. Generator states must be CPU tensors: a checkpoint
+    loaded with `map_location` on a GPU holds them there, so they are moved back first."""
+    torch.set_rng_state(state["torch"].cpu())
     if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([cuda_state.cpu() for cuda_state in state["cuda"]])
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, cached))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if loader_generator is not None and state["loader"] is not None:
-        loader_generator.set_state(state["loader"])
+        loader_generator.set_state(state["loader"].cpu())

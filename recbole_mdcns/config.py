@@ -91,6 +91,11 @@ class Config(RecBoleConfig):
         if backend not in ("nccl", "gloo"):
             raise ConfigError([f"dist_backend = {backend!r}: must be one of nccl, gloo"])
         final["dist_backend"] = backend
+        gpu_ids = [gpu for gpu in str(final["gpu_id"]).split(",") if gpu.strip()]
+        if "local_rank" in final and backend == "nccl" and final["nproc"] > len(gpu_ids):
+            raise ConfigError([f"nproc = {final['nproc']} with dist_backend = nccl needs one GPU per process, "
+                               f"but gpu_id = {str(final['gpu_id'])!r} names {len(gpu_ids)}: list more GPUs in "
+                               "gpu_id, or set dist_backend = gloo to train on CPU"])
         if "local_rank" not in final or backend == "nccl":
             return super()._init_device()
         final["gpu_id"] = str(final["gpu_id"])

@@ -94,3 +94,11 @@ def test_command_line_keys_reach_the_config(tiny_config, monkeypatch):
 def test_integral_floats_become_integers(tiny_config):
     config = Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "neg_candidate_num": 8.0})
     assert config["neg_candidate_num"] == 8 and isinstance(config["neg_candidate_num"], int)
+
+
+def test_nccl_with_more_processes_than_gpu_ids_names_the_fix(tiny_config):
+    # seen on a one-GPU machine: RecBole's own check there is a bare AssertionError
+    with pytest.raises(ConfigError, match="nproc = 2 with dist_backend = nccl needs one GPU per process, "
+                                          "but gpu_id = '0' names 1.*dist_backend = gloo"):
+        Config("SASRec", config_dict={**tiny_config, "nproc": 2, "local_rank": 0, "world_size": 2,
+                                      "dist_backend": "nccl", "gpu_id": "0"})

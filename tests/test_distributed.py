@@ -12,7 +12,7 @@ SEEDS = (1, 2, 3)
 
 @pytest.mark.parametrize("sampler, port", [("DNS", "29611"), ("MDCNS", "29612")])
 def test_two_gloo_processes_match_one_within_seed_noise(sampler, port, tiny_config):
-    keys = {**tiny_config, "sampler": sampler, "epochs": 2, "seed": SEEDS[0],
+    keys = {**tiny_config, "sampler": sampler, "epochs": 2, "seed": SEEDS[0], "dist_backend": "gloo",
             "mdcns_peer_config": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1}}
     two = run(model="SASRec", config_dict=keys, nproc=2, port=port)
     assert two is not None and set(two["test_result"]) == {"recall@10", "ndcg@10"}
