@@ -25,7 +25,8 @@ Lines trained under another budget stay in the file and are left out of the tabl
 `--jobs N` trains N runs at a time, each in its own process with CPUs / N threads.
 `<out>/quality.md` (mean ± std over seeds of the test metrics) and, when matplotlib is
 installed, `quality_ndcg.png` and `quality_diagnostics.png` are regenerated from the
-JSONL at the end.
+JSONL at the end; with the default `--out`, the README's copy of the tables (between its
+quality markers) too.
 """
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ PLOT_NDCG, PLOT_DIAGNOSTICS = "quality_ndcg.png", "quality_diagnostics.png"
 KEY_FIELDS = ("dataset", "model", "sampler", "variant", "seed")
 REFERENCE = "uniform"  # the row the NDCG@10 ratio is taken against
 SAMPLER_ORDER = ["none", "uniform", "popularity", "dns", "genni", "divns", "mdcns"]
+MODEL_ORDER = ["SASRec", "GRU4Rec"]  # the headline backbone first; others after, by name
 TABLE_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"), ("ndcg@20", "NDCG@20"), ("hit@20", "HR@20")]
 MASKED_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10")]
 RATIO_METRIC = "ndcg@10"
@@ -307,6 +309,10 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, 
 
 
 # ----- results ---------------------------------------------------------------------
+def _model_order(model: str) -> tuple:
+    return (MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), model)
+
+
 def _row_order(sampler: str, variant: str) -> tuple:
     name = sampler.lower()
     rank = SAMPLER_ORDER.index(name) if name in SAMPLER_ORDER else len(SAMPLER_ORDER)
@@ -317,7 +323,7 @@ def grouped(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[tuple[str,
     """(dataset, model) -> (sampler, variant) -> rows sorted by seed, in a fixed order
     whatever the order of `rows`."""
     groups: dict[tuple[str, str], dict[tuple[str, str], list[dict[str, Any]]]] = {}
-    for row in sorted(rows, key=lambda r: (r["dataset"], r["model"], _row_order(r["sampler"], r["variant"]),
+    for row in sorted(rows, key=lambda r: (r["dataset"], _model_order(r["model"]), _row_order(r["sampler"], r["variant"]),
                                            r["seed"])):
         groups.setdefault((row["dataset"], row["model"]), {}).setdefault((row["sampler"], row["variant"]), []).append(row)
     return groups
@@ -371,11 +377,13 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
         "models); `masked` ranks without them, the protocol of the published reference points.",
         "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
         f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
-        "is training time alone. Written by `benchmarks/quality.py` from `quality.jsonl`.",
+        "is training time alone, per machine (listed at the end; a row's seeds may come from",
+        "different machines). Written by `benchmarks/quality.py` from `quality.jsonl`.",
     ]
     if not groups:
         lines += ["", "No results yet."]
-    machines: set[str] = set()
+    every_row = results + [row for row, _ in superseded or []]
+    machines = {name: chr(ord("A") + i) for i, name in enumerate(sorted({_machine_name(r) for r in every_row}))}
     for (dataset, model), rows in groups.items():
         reference = next((runs for (s, v), runs in rows.items() if s.lower() == REFERENCE and not v), None)
         ref_mean = statistics.mean(r["test"][RATIO_METRIC] for r in reference) if reference else None
@@ -391,12 +399,10 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
             ours = [r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]]
             ratio = f"{statistics.mean(ours) / ref_mean:.3f}" if ours and ref_mean else "–"
             epochs = statistics.mean(r["epochs_run"] for r in runs)
-            speeds = [r["seconds_per_epoch"] for r in runs if r.get("seconds_per_epoch") is not None]
-            speed = f"{statistics.mean(speeds):.1f}" if speeds else "–"
+            speed = _speeds_by_machine(runs, machines)
             reported = _format_range(published_range(published, dataset, model, row_name(sampler, variant)))
             lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
                          + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {speed} |")
-            machines.update(describe(r["machine"]) for r in runs if r.get("machine"))
     if superseded:
         lines += ["", "## Superseded lines", "",
                   "In `quality.jsonl` but not in the tables above: trained with other values of the plan's keys",
@@ -408,11 +414,46 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
             lines.append(f"| {row['dataset']} | {row['model']} | {row_name(row['sampler'], row['variant'])} "
                          f"| {row['seed']} | {why} | {row['test'][RATIO_METRIC]:.4f} | "
                          f"{'–' if masked is None else f'{masked:.4f}'} | {row['epochs_run']} |")
-            if row.get("machine"):
-                machines.add(describe(row["machine"]))
-    for described in sorted(machines):
-        lines += ["", f"Machine: {described}"]
+    for name, letter in machines.items():
+        lines += ["", f"Machine {letter}: {name}"]
     return "\n".join(lines) + "\n"
+
+
+def _machine_name(row: dict[str, Any]) -> str:
+    """The machine a row was trained on, with how many runs shared it (when recorded)."""
+    name = describe(row["machine"]) if row.get("machine") else "not recorded"
+    shared = row.get("concurrent_runs")
+    return name + (f"; {shared} runs at a time, {row['threads']} CPU thread(s) each" if shared else "")
+
+
+def _speeds_by_machine(runs: list[dict[str, Any]], machines: dict[str, str]) -> str:
+    """Mean training seconds per epoch, one figure per machine: `30.5 (A); 4.1 (B)`."""
+    by_machine: dict[str, list[float]] = {}
+    for r in runs:
+        if r.get("seconds_per_epoch") is not None:
+            by_machine.setdefault(machines[_machine_name(r)], []).append(r["seconds_per_epoch"])
+    return "; ".join(f"{statistics.mean(v):.1f} ({m})" for m, v in sorted(by_machine.items())) or "–"
+
+
+README = os.path.join(REPO_ROOT, "README.md")
+README_START = "<!-- quality tables: written by benchmarks/quality.py from benchmarks/results/quality.md -->"
+README_END = "<!-- end of quality tables -->"
+
+
+def sync_readme(readme_path: str, markdown: str) -> bool:
+    """Copy `markdown`'s tables (from its first `## ` heading on, headings as `Title:` lines)
+    between the README's two quality markers; False when the README has no markers."""
+    with open(readme_path) as f:
+        text = f.read()
+    if README_START not in text or README_END not in text:
+        return False
+    body = markdown[markdown.index("\n## ") + 1:] if "\n## " in markdown else "No results yet.\n"
+    body = "\n".join(f"{line[3:]}:" if line.startswith("## ") else line for line in body.splitlines())
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    with open(readme_path, "w") as f:
+        f.write(f"{head}{README_START}\n{body}\n{README_END}{tail}")
+    return True
 
 
 # ----- plots -----------------------------------------------------------------------
@@ -474,23 +515,23 @@ def write_plots(out: str, results: list[dict[str, Any]], published: Optional[dic
     plt.close(fig)
     written.append(path)
 
+    # one colour per row name in every panel (20 distinct ones); a figure's second line is dashed
+    names = list(dict.fromkeys(row_name(s, v) for _, rows in panels for s, v in rows))
+    colors = {name: plt.get_cmap("tab20")(i % 20) for i, name in enumerate(names)}
     fig, axes = plt.subplots(len(panels), 3, figsize=(15, 3.8 * len(panels)), squeeze=False)
     for row_axes, ((dataset, model), rows) in zip(axes, panels):
         hard, divns, mdcns = row_axes
         for (sampler, variant), runs in rows.items():
+            label = row_name(sampler, variant)
             epochs, values = _per_epoch_mean(runs, "neg_score")
             if epochs:
-                hard.plot(epochs, values, marker=".", label=row_name(sampler, variant))
-            if sampler.lower() == "divns":
-                for name, style in (("diverse_distance", "-"), ("hard_distance", "--")):
-                    epochs, values = _per_epoch_mean(runs, name)
-                    if epochs:
-                        divns.plot(epochs, values, style, marker=".", label=f"{row_name(sampler, variant)} {name}")
-            if sampler.lower() == "mdcns":
-                for name, style in (("divergence", "-"), ("views_agree", "--")):
-                    epochs, values = _per_epoch_mean(runs, name)
-                    if epochs:
-                        mdcns.plot(epochs, values, style, marker=".", label=f"{row_name(sampler, variant)} {name}")
+                hard.plot(epochs, values, marker=".", color=colors[label], label=label)
+            figures = {"divns": (divns, ("diverse_distance", "hard_distance")),
+                       "mdcns": (mdcns, ("divergence", "views_agree"))}.get(sampler.lower())
+            for name, style in zip(figures[1] if figures else (), ("-", "--")):
+                epochs, values = _per_epoch_mean(runs, name)
+                if epochs:
+                    figures[0].plot(epochs, values, style, marker=".", color=colors[label], label=f"{label} {name}")
         for ax, title in ((hard, "negative hardness (neg_score)"),
                           (divns, "DivNS: diverse vs hard distance"),
                           (mdcns, "MDCNS: divergence, views_agree")):
@@ -498,6 +539,8 @@ def write_plots(out: str, results: list[dict[str, Any]], published: Optional[dic
             ax.set_xlabel("epoch")
             if ax.lines:
                 ax.legend(fontsize=6)
+            else:
+                ax.text(0.5, 0.5, "not in the plan", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     path = os.path.join(out, PLOT_DIAGNOSTICS)
     fig.savefig(path, dpi=100, metadata=metadata)
@@ -507,8 +550,9 @@ def write_plots(out: str, results: list[dict[str, Any]], published: Optional[dic
 
 
 # ----- command line ----------------------------------------------------------------
-def run_here(todo: list[Run], plan: dict[str, Any], jsonl: str) -> None:
-    """Train the runs one after another in this process, appending each line as it ends."""
+def run_here(todo: list[Run], plan: dict[str, Any], jsonl: str, jobs: int = 1) -> None:
+    """Train the runs one after another in this process, appending each line as it ends;
+    `jobs`: how many runs share the machine meanwhile (recorded beside the timings)."""
     from tqdm import tqdm
 
     data_dir = _resolve(str(plan.get("data_dir", DEFAULT_DATA_DIR)))
@@ -518,7 +562,7 @@ def run_here(todo: list[Run], plan: dict[str, Any], jsonl: str) -> None:
         progress.set_postfix_str(run.label)
         data_path = dataset_location(run.dataset, plan["datasets"][run.dataset], data_dir)
         row = execute(run, plan["base_config"], data_path)
-        row.update(machine=host, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        row.update(machine=host, concurrent_runs=jobs, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         append_row(jsonl, row)
         speed = row["seconds_per_epoch"] or 0.0
         progress.write(f"{run.label}: test ndcg@10 {row['test'].get(RATIO_METRIC, float('nan')):.4f} "
@@ -537,7 +581,7 @@ def run_in_workers(todo: list[Run], plan: dict[str, Any], args: argparse.Namespa
         while pending and len(active) < args.jobs:
             run = pending.pop(0)
             command = [sys.executable, os.path.abspath(__file__), "--config", args.config, "--out", args.out,
-                       "--threads", str(threads), "--only-run", json.dumps(list(run.key))]
+                       "--threads", str(threads), "--jobs", str(args.jobs), "--only-run", json.dumps(list(run.key))]
             active.append((run, subprocess.Popen(command)))
         time.sleep(1.0)
         for run, process in [(r, p) for r, p in active if p.poll() is not None]:
@@ -577,7 +621,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         todo = select(planned_runs(plan), done, args.only_datasets, args.only_samplers)
         if args.only_run is not None:
             todo = [run for run in todo if list(run.key) == json.loads(args.only_run)]
-            run_here(todo, plan, jsonl)
+            run_here(todo, plan, jsonl, args.jobs)
             return 0  # the parent renders
         if args.max_runs is not None:
             todo = todo[:args.max_runs]
@@ -592,7 +636,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_here(todo, plan, jsonl)
     rows, superseded = current_rows(jsonl, plan)
     published = plan.get("published") or {}
-    print(f"wrote {write_markdown(args.out, 'quality', lambda _: render(rows, superseded, published))}")
+    markdown_path = write_markdown(args.out, "quality", lambda _: render(rows, superseded, published))
+    print(f"wrote {markdown_path}")
+    if os.path.abspath(args.out) == DEFAULT_OUT:  # the committed results: keep the README's copy in step
+        with open(markdown_path) as f:
+            if sync_readme(README, f.read()):
+                print(f"wrote {README} (its quality tables)")
     for path in write_plots(args.out, rows, published):
         print(f"wrote {path}")
     return 1 if failed else 0

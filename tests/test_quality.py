@@ -109,8 +109,34 @@ def test_parallel_jobs(quality, tmp_path):
     out = tmp_path / "results"
     assert quality.main(["--config", str(config), "--out", str(out), "--jobs", "2", "--threads", "1"]) == 0
     rows = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
-    assert sorted((r["sampler"], r["threads"]) for r in rows) == [("DNS", 1), ("uniform", 1)]
-    assert "| uniform | " in (out / "quality.md").read_text()
+    assert sorted((r["sampler"], r["threads"], r["concurrent_runs"]) for r in rows) == [("DNS", 1, 2), ("uniform", 1, 2)]
+    md = (out / "quality.md").read_text()
+    assert "| uniform | " in md and "; 2 runs at a time, 1 CPU thread(s) each" in md
+
+
+def test_speed_is_reported_per_machine(quality):
+    def row(seed, cuda, seconds):
+        machine = {"arch": "x86_64", "cpu_model": "CPU", "cpu_count": 2, "torch": "2", "cuda": cuda}
+        return {"dataset": "d", "model": "SASRec", "sampler": "uniform", "variant": "", "seed": seed,
+                "test": {"ndcg@10": 0.1}, "test_masked": {}, "epochs_run": 3, "seconds_per_epoch": seconds,
+                "machine": machine, "threads": 1, "concurrent_runs": 2}
+
+    md = quality.render([row(1, None, 30.0), row(2, "GPU", 4.0), row(3, "GPU", 6.0)])
+    assert "| 3 | 3.0 | 5.0 (A); 30.0 (B) |" in md  # machines lettered by name
+    assert "Machine A: CPU (x86_64), 2 logical CPUs, GPU, torch 2; 2 runs" in md
+    assert "Machine B: CPU (x86_64), 2 logical CPUs, torch 2; 2 runs" in md
+
+
+def test_readme_copy_of_the_tables(quality, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\nintro\n")
+    assert not quality.sync_readme(str(readme), "# Quality\n\n## d, SASRec\n\n| a |\n")
+    readme.write_text(f"intro\n{quality.README_START}\nold\n{quality.README_END}\nafter\n")
+    markdown = "# Quality\n\nprose\n\n## d, SASRec\n\n| a |\n|---|\n"
+    assert quality.sync_readme(str(readme), markdown)
+    expected = f"intro\n{quality.README_START}\nd, SASRec:\n\n| a |\n|---|\n{quality.README_END}\nafter\n"
+    assert readme.read_text() == expected
+    assert quality.sync_readme(str(readme), markdown) and readme.read_text() == expected  # idempotent
 
 
 def test_plan_order_and_conversion(quality, tmp_path):
