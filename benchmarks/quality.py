@@ -361,10 +361,11 @@ def _format_range(bounds: Optional[tuple[float, float]]) -> str:
 
 
 def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[str, Any], str]]] = None,
-           published: Optional[dict[str, dict[str, Any]]] = None) -> str:
+           published: Optional[dict[str, dict[str, Any]]] = None, planned: Optional[int] = None) -> str:
     """The markdown tables of `results`: one per dataset and model, a row per sampler and
     variant, beside the `published` masked NDCG@10 (dataset -> model -> row name -> value or
-    [low, high]); then the `superseded` lines, one table row each."""
+    [low, high]); then the `superseded` lines, one table row each; then how many of the
+    `planned` runs the tables hold, and the machines."""
     groups = grouped(results)
     published = published or {}
     lines = [
@@ -414,6 +415,8 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
             lines.append(f"| {row['dataset']} | {row['model']} | {row_name(row['sampler'], row['variant'])} "
                          f"| {row['seed']} | {why} | {row['test'][RATIO_METRIC]:.4f} | "
                          f"{'–' if masked is None else f'{masked:.4f}'} | {row['epochs_run']} |")
+    if planned is not None:
+        lines += ["", f"Runs in the tables: {len(results)} of the plan's {planned}."]
     for name, letter in machines.items():
         lines += ["", f"Machine {letter}: {name}"]
     return "\n".join(lines) + "\n"
@@ -492,9 +495,9 @@ def write_plots(out: str, results: list[dict[str, Any]], published: Optional[dic
                              squeeze=False)
     for ax, ((dataset, model), rows) in zip(axes[0], panels):
         names = [row_name(sampler, variant) for sampler, variant in rows]
-        for offset, (field, label, color) in enumerate((("test", "RecBole (earlier items ranked)", "tab:blue"),
+        for offset, (metrics_key, label, color) in enumerate((("test", "RecBole (earlier items ranked)", "tab:blue"),
                                                         ("test_masked", "earlier items masked", "tab:orange"))):
-            values = [[r[field][RATIO_METRIC] for r in runs if RATIO_METRIC in r.get(field, {})]
+            values = [[r[metrics_key][RATIO_METRIC] for r in runs if RATIO_METRIC in r.get(metrics_key, {})]
                       for runs in rows.values()]
             ax.bar([i + 0.4 * offset - 0.2 for i in range(len(names))],
                    [statistics.mean(v) if v else 0.0 for v in values], width=0.4, label=label, color=color,
@@ -636,7 +639,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_here(todo, plan, jsonl)
     rows, superseded = current_rows(jsonl, plan)
     published = plan.get("published") or {}
-    markdown_path = write_markdown(args.out, "quality", lambda _: render(rows, superseded, published))
+    markdown_path = write_markdown(args.out, "quality", lambda _: render(rows, superseded, published, len(planned_runs(plan))))
     print(f"wrote {markdown_path}")
     if os.path.abspath(args.out) == DEFAULT_OUT:  # the committed results: keep the README's copy in step
         with open(markdown_path) as f:

@@ -73,7 +73,7 @@ def test_run_resume_render(quality, tmp_path, capsys):
     json.dumps(rows)  # plain JSON throughout
 
     md = (out / "quality.md").read_text()
-    assert "## tiny, SASRec" in md
+    assert "## tiny, SASRec" in md and "Runs in the tables: 2 of the plan's 2." in md
     table = {line.split(" | ")[0][2:]: line.split(" | ") for line in md.splitlines() if line.startswith("| ")}
     published = table["sampler"].index("published")
     assert table["uniform"][published] == "0.0500" and table["DNS (C10)"][published] == "0.0100-0.0200"
