@@ -385,6 +385,11 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
         lines += ["", "No results yet."]
     every_row = results + [row for row, _ in superseded or []]
     machines = {name: chr(ord("A") + i) for i, name in enumerate(sorted({_machine_name(r) for r in every_row}))}
+    sharing: dict[str, set[str]] = {}  # machine -> how runs shared it, where a line records it
+    for r in every_row:
+        if r.get("concurrent_runs"):
+            sharing.setdefault(_machine_name(r), set()).add(
+                f"{r['concurrent_runs']} runs at a time, {r['threads']} CPU thread(s) each")
     for (dataset, model), rows in groups.items():
         reference = next((runs for (s, v), runs in rows.items() if s.lower() == REFERENCE and not v), None)
         ref_mean = statistics.mean(r["test"][RATIO_METRIC] for r in reference) if reference else None
@@ -418,15 +423,14 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
     if planned is not None:
         lines += ["", f"Runs in the tables: {len(results)} of the plan's {planned}."]
     for name, letter in machines.items():
-        lines += ["", f"Machine {letter}: {name}"]
+        shared = "; ".join(sorted(sharing.get(name, ())))
+        lines += ["", f"Machine {letter}: {name}" + (f" ({shared})" if shared else "")]
     return "\n".join(lines) + "\n"
 
 
 def _machine_name(row: dict[str, Any]) -> str:
-    """The machine a row was trained on, with how many runs shared it (when recorded)."""
-    name = describe(row["machine"]) if row.get("machine") else "not recorded"
-    shared = row.get("concurrent_runs")
-    return name + (f"; {shared} runs at a time, {row['threads']} CPU thread(s) each" if shared else "")
+    """The machine a row was trained on."""
+    return describe(row["machine"]) if row.get("machine") else "not recorded"
 
 
 def _speeds_by_machine(runs: list[dict[str, Any]], machines: dict[str, str]) -> str:

@@ -111,7 +111,7 @@ def test_parallel_jobs(quality, tmp_path):
     rows = [json.loads(line) for line in (out / "quality.jsonl").read_text().splitlines()]
     assert sorted((r["sampler"], r["threads"], r["concurrent_runs"]) for r in rows) == [("DNS", 1, 2), ("uniform", 1, 2)]
     md = (out / "quality.md").read_text()
-    assert "| uniform | " in md and "; 2 runs at a time, 1 CPU thread(s) each" in md
+    assert "| uniform | " in md and " (2 runs at a time, 1 CPU thread(s) each)" in md
 
 
 def test_speed_is_reported_per_machine(quality):
@@ -123,8 +123,8 @@ def test_speed_is_reported_per_machine(quality):
 
     md = quality.render([row(1, None, 30.0), row(2, "GPU", 4.0), row(3, "GPU", 6.0)])
     assert "| 3 | 3.0 | 5.0 (A); 30.0 (B) |" in md  # machines lettered by name
-    assert "Machine A: CPU (x86_64), 2 logical CPUs, GPU, torch 2; 2 runs" in md
-    assert "Machine B: CPU (x86_64), 2 logical CPUs, torch 2; 2 runs" in md
+    assert "Machine A: CPU (x86_64), 2 logical CPUs, GPU, torch 2 (2 runs at a time, 1 CPU thread(s) each)" in md
+    assert "Machine B: CPU (x86_64), 2 logical CPUs, torch 2 (2 runs" in md
 
 
 def test_readme_copy_of_the_tables(quality, tmp_path):
