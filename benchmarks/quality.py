@@ -10,7 +10,7 @@ The plan (`--config`, default `benchmarks/quality.yaml`) declares `datasets` (na
 a text file converted once by `recbole_mdcns.convert` into `data_dir`, default
 `benchmarks/data/`, or `{data_path: DIR}` for RecBole atomic files already at
 `DIR/<name>/<name>.inter`), `models`, `runs` (entries `{sampler, variant, models,
-datasets, config}`), `seeds` and `base_config`, the backbone, budget and protocol
+datasets, seeds, config}`), `seeds` and `base_config`, the backbone, budget and protocol
 shared by every run. Runs are done seed by seed, then run entry (in the yaml's order),
 then model, then dataset, so the first seed of the first entries comes first.
 
@@ -107,10 +107,10 @@ def load_plan(path: str) -> dict[str, Any]:
     for i, entry in enumerate(plan["runs"]):
         if not isinstance(entry, dict) or "sampler" not in entry:
             raise PlanError(f"{path}: runs[{i}] needs a sampler: {entry!r}")
-        unknown = set(entry) - {"sampler", "variant", "models", "datasets", "config"}
+        unknown = set(entry) - {"sampler", "variant", "models", "datasets", "seeds", "config"}
         if unknown:
             raise PlanError(f"{path}: runs[{i}] has unknown fields {sorted(unknown)}")
-        for scope, known in (("models", plan["models"]), ("datasets", list(plan["datasets"]))):
+        for scope, known in (("models", plan["models"]), ("datasets", list(plan["datasets"])), ("seeds", plan["seeds"])):
             extra = set(entry.get(scope) or []) - set(known)
             if extra:
                 raise PlanError(f"{path}: runs[{i}] names {scope} {sorted(extra)} not declared in {scope}")
@@ -129,6 +129,8 @@ def planned_runs(plan: dict[str, Any]) -> list[Run]:
                     if entry.get("models") and model not in entry["models"]:
                         continue
                     if entry.get("datasets") and dataset not in entry["datasets"]:
+                        continue
+                    if entry.get("seeds") and seed not in entry["seeds"]:
                         continue
                     run = Run(dataset, model, str(entry["sampler"]), str(entry.get("variant") or ""),
                               int(seed), dict(entry.get("config") or {}))

@@ -145,9 +145,15 @@ def test_plan_order_and_conversion(quality, tmp_path):
         "models": ["SASRec", "GRU4Rec"],
         "seeds": [1, 2],
         "base_config": {},
-        "runs": [{"sampler": "uniform"}, {"sampler": "DNS", "models": ["SASRec"], "datasets": ["big"]}],
+        "runs": [{"sampler": "uniform"}, {"sampler": "DNS", "models": ["SASRec"], "datasets": ["big"]},
+                 {"sampler": "GenNi", "models": ["SASRec"], "datasets": ["big"], "seeds": [2]}],
     }
     runs = quality.planned_runs(plan)
+    assert [r.label for r in runs if r.sampler == "GenNi"] == ["big SASRec GenNi seed 2"]
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump({**plan, "runs": [{"sampler": "uniform", "seeds": [3]}]}))
+    with pytest.raises(quality.PlanError, match=r"seeds \[3\] not declared"):
+        quality.load_plan(str(plan_file))
     assert [r.label for r in runs[:6]] == [  # seed, then entry, then model, then dataset
         "small SASRec uniform seed 1", "big SASRec uniform seed 1", "small GRU4Rec uniform seed 1",
         "big GRU4Rec uniform seed 1", "big SASRec DNS seed 1", "small SASRec uniform seed 2"]
