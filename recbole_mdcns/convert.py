@@ -76,11 +76,18 @@ def convert(path: str, dataset: str, out: str, fmt: str = "sequence", force: boo
         raise ConvertError(f"{target} exists; pass --force to overwrite it")
     rows = read_interactions(path, fmt)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = target + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(HEADER + "\n")
-        f.writelines(f"{user}\t{item}\t{stamp:g}\n" for user, item, stamp in rows)
-    os.replace(tmp, target)
+    # a per-process temporary file renamed into place: a reader never sees a half-written
+    # file, and two processes converting at once (parallel benchmark workers) both succeed
+    tmp = f"{target}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(HEADER + "\n")
+            f.writelines(f"{user}\t{item}\t{stamp:g}\n" for user, item, stamp in rows)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return Counts(len({r[0] for r in rows}), len({r[1] for r in rows}), len(rows))
 
 

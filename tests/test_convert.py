@@ -57,6 +57,34 @@ def test_never_overwrites_without_force(tmp_path, capsys):
     assert main([str(src), "--dataset", "toy", "--out", str(tmp_path), "--force"]) == 0
 
 
+def test_two_processes_converting_at_once_both_succeed(tmp_path, monkeypatch):
+    """Parallel benchmark workers may convert the same dataset at the same moment: a second
+    process renaming its file into place between our write and our rename must not break us."""
+    src = tmp_path / "seq.txt"
+    src.write_text("1 10 11 12\n2 11 13\n")
+    real_replace, real_getpid = os.replace, os.getpid
+
+    def replace_after_another_process(tmp, target):
+        monkeypatch.setattr(os, "replace", real_replace)
+        monkeypatch.setattr(os, "getpid", lambda: real_getpid() + 1)
+        convert(str(src), "toy", str(tmp_path), force=True)  # the other worker, first to finish
+        real_replace(tmp, target)
+
+    monkeypatch.setattr(os, "replace", replace_after_another_process)
+    counts = convert(str(src), "toy", str(tmp_path))
+    assert (counts.users, counts.interactions) == (2, 5)
+    assert sorted(os.listdir(tmp_path / "toy")) == ["toy.inter"]
+
+
+def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
+    src = tmp_path / "seq.txt"
+    src.write_text("1 10 11 12\n")
+    monkeypatch.setattr(os, "replace", lambda tmp, target: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        convert(str(src), "toy", str(tmp_path))
+    assert os.listdir(tmp_path / "toy") == []
+
+
 def test_recbole_reads_the_output_with_leave_one_out(tmp_path):
     src = tmp_path / "seq.txt"
     src.write_text("".join(f"{u} " + " ".join(str((u * 7 + k) % 30 + 1) for k in range(6)) + "\n" for u in range(1, 21)))
