@@ -126,11 +126,8 @@ def planned_runs(plan: dict[str, Any]) -> list[Run]:
         for entry in plan["runs"]:
             for model in plan["models"]:
                 for dataset in plan["datasets"]:
-                    if entry.get("models") and model not in entry["models"]:
-                        continue
-                    if entry.get("datasets") and dataset not in entry["datasets"]:
-                        continue
-                    if entry.get("seeds") and seed not in entry["seeds"]:
+                    scopes = (("models", model), ("datasets", dataset), ("seeds", seed))
+                    if any(entry.get(scope) and value not in entry[scope] for scope, value in scopes):
                         continue
                     run = Run(dataset, model, str(entry["sampler"]), str(entry.get("variant") or ""),
                               int(seed), dict(entry.get("config") or {}))
