@@ -16,11 +16,13 @@ then model, then dataset, so the first seed of the first entries comes first.
 
 Each run builds `recbole_mdcns.config.Config` from base_config, the dataset's
 data_path, the entry's config, its sampler and the seed, trains with early stopping on
-the validation metric (RecBole's fit, the best checkpoint in a temporary directory),
-tests the best checkpoint with RecBole's evaluation and once more with each user's
-earlier items masked (the published protocol), and appends one JSON line to
+the validation metric (RecBole's fit), tests the best checkpoint with RecBole's
+evaluation and once more with each user's earlier items masked (the published
+protocol), and appends one JSON line to
 `<out>/quality.jsonl` right away; a (dataset, model, sampler, variant, seed) already
 there under the plan's current budget is skipped, so an interrupted session resumes.
+Until its line is written a run keeps its checkpoints in `<out>/unfinished/<run>/`, so an
+interrupted run continues from the start of its last epoch (exactly: the plugin's resume).
 Lines trained under another budget stay in the file and are left out of the tables.
 `--jobs N` trains N runs at a time, each in its own process with CPUs / N threads.
 `<out>/quality.md` (mean ± std over seeds of the test metrics) and, when matplotlib is
@@ -32,13 +34,15 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import glob
+import hashlib
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -57,6 +61,7 @@ DEFAULT_CONFIG = os.path.join(REPO_ROOT, "benchmarks", "quality.yaml")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "benchmarks", "results")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "benchmarks", "data")
 JSONL = "quality.jsonl"
+UNFINISHED = "unfinished"  # <out>/unfinished/<run>/: a run's checkpoints until its line is written
 PLOT_NDCG, PLOT_DIAGNOSTICS = "quality_ndcg.png", "quality_diagnostics.png"
 KEY_FIELDS = ("dataset", "model", "sampler", "variant", "seed")
 REFERENCE = "uniform"  # the row the NDCG@10 ratio is taken against
@@ -258,41 +263,70 @@ def ranking_metrics(model: Any, data: Any, topk: list[int], exclude: Optional[cs
     return {name: total / count for name, total in sums.items()}
 
 
-def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, Any]:
-    """Train, validate and test one run; its JSON line (without machine and timestamp)."""
+def run_folder(run: Run, base_config: dict[str, Any], root: str) -> str:
+    """Where `run` keeps its checkpoints and per-epoch record until its line is written:
+    named by its key and a digest of its budget, so a changed plan never resumes an old state."""
+    digest = hashlib.sha1(json.dumps(budget(run, base_config), sort_keys=True).encode()).hexdigest()[:8]
+    return os.path.join(root, "-".join(str(part) for part in run.key if part != "") + f"-{digest}")
+
+
+def _write_json(path: str, value: Any) -> None:
+    """`value` to `path` atomically (a kill never leaves half a file)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.replace(path + ".tmp", path)
+
+
+def execute(run: Run, base_config: dict[str, Any], data_path: str, folder: str) -> dict[str, Any]:
+    """Train, validate and test one run; its JSON line (without machine and timestamp).
+
+    Checkpoints and the per-epoch record live in `folder`: a run interrupted there resumes
+    from the training state of its last epoch start (the plugin's exact resume), so a long
+    run can be finished over several sessions; `resumed_from` lists where it did."""
     from recbole.utils import init_seed
 
     from recbole_mdcns.config import Config
     from recbole_mdcns.quick_start import _prepare
 
-    with tempfile.TemporaryDirectory() as checkpoints:
-        config = Config(model=run.model, dataset=run.dataset, config_dict={
-            **base_config, "data_path": data_path, **run.config,
-            "sampler": run.sampler, "seed": run.seed, "checkpoint_dir": checkpoints})
-        init_seed(config["seed"], config["reproducibility"])
-        dataset, _, trainer, (train_data, valid_data, test_data) = _prepare(config)
+    record_path = os.path.join(folder, "epochs.json")
+    config = Config(model=run.model, dataset=run.dataset, config_dict={
+        **base_config, "data_path": data_path, **run.config,
+        "sampler": run.sampler, "seed": run.seed, "checkpoint_dir": folder})
+    init_seed(config["seed"], config["reproducibility"])
+    dataset, _, trainer, (train_data, valid_data, test_data) = _prepare(config)
 
-        epochs: list[dict[str, Any]] = []
-        train_epoch = trainer._train_epoch
+    epochs: list[dict[str, Any]] = []
+    resumed_from: list[int] = []
+    states = glob.glob(os.path.join(folder, "*-resume.pth"))
+    if states:
+        trainer.resume_checkpoint(max(states, key=os.path.getmtime))
+        record = {"per_epoch": [], "resumed_from": []}  # none yet when killed before epoch 0's validation
+        if os.path.exists(record_path):
+            with open(record_path) as f:
+                record = json.load(f)
+        epochs = [e for e in record["per_epoch"] if e["epoch"] < trainer.start_epoch]
+        resumed_from = record["resumed_from"] + [trainer.start_epoch]
+        print(f"{run.label}: resumed at epoch {trainer.start_epoch}", flush=True)
+    train_epoch = trainer._train_epoch
 
-        def timed_train_epoch(data, epoch_idx, *args, **kwargs):
-            start = time.perf_counter()
-            loss = train_epoch(data, epoch_idx, *args, **kwargs)
-            epochs.append({"epoch": epoch_idx, "train_seconds": time.perf_counter() - start,
-                           "valid_score": None, "diagnostics": plain(dict(trainer.diagnostics))})
-            return loss
+    def timed_train_epoch(data, epoch_idx, *args, **kwargs):
+        start = time.perf_counter()
+        loss = train_epoch(data, epoch_idx, *args, **kwargs)
+        epochs.append({"epoch": epoch_idx, "train_seconds": time.perf_counter() - start,
+                       "valid_score": None, "diagnostics": plain(dict(trainer.diagnostics))})
+        return loss
 
-        def callback(epoch_idx: int, valid_score: float) -> None:
-            if epochs and epochs[-1]["epoch"] == epoch_idx:
-                epochs[-1]["valid_score"] = plain(valid_score)
-                print(f"{run.label}: epoch {epoch_idx} trained in {epochs[-1]['train_seconds']:.1f} s, "
-                      f"valid {config['valid_metric']} {valid_score:.4f}", flush=True)
+    def callback(epoch_idx: int, valid_score: float) -> None:
+        if epochs and epochs[-1]["epoch"] == epoch_idx:
+            epochs[-1]["valid_score"] = plain(valid_score)
+            _write_json(record_path, {"per_epoch": epochs, "resumed_from": resumed_from})
+            print(f"{run.label}: epoch {epoch_idx} trained in {epochs[-1]['train_seconds']:.1f} s, "
+                  f"valid {config['valid_metric']} {valid_score:.4f}", flush=True)
 
-        trainer._train_epoch = timed_train_epoch  # times training alone, not validation
-        _, best_valid = trainer.fit(train_data, valid_data, saved=True, verbose=False, callback_fn=callback)
-        test = trainer.evaluate(test_data, load_best_model=True)
-        test_masked = ranking_metrics(trainer.model, test_data, config["topk"], earlier_items(dataset))
-        final_config = plain(dict(config.final_config_dict))
+    trainer._train_epoch = timed_train_epoch  # times training alone, not validation
+    _, best_valid = trainer.fit(train_data, valid_data, saved=True, verbose=False, callback_fn=callback)
+    test = trainer.evaluate(test_data, load_best_model=True)
+    test_masked = ranking_metrics(trainer.model, test_data, config["topk"], earlier_items(dataset))
     return {
         "dataset": run.dataset, "model": run.model, "sampler": run.sampler, "variant": run.variant,
         "seed": run.seed,
@@ -302,8 +336,9 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, 
         "threads": torch.get_num_threads(),
         "epochs_run": len(epochs),
         "seconds_per_epoch": statistics.mean(e["train_seconds"] for e in epochs) if epochs else None,
+        "resumed_from": resumed_from,
         "per_epoch": epochs,
-        "config": final_config,
+        "config": plain(dict(config.final_config_dict)),
     }
 
 
@@ -556,9 +591,10 @@ def write_plots(out: str, results: list[dict[str, Any]], published: Optional[dic
 
 
 # ----- command line ----------------------------------------------------------------
-def run_here(todo: list[Run], plan: dict[str, Any], jsonl: str, jobs: int = 1) -> None:
-    """Train the runs one after another in this process, appending each line as it ends;
-    `jobs`: how many runs share the machine meanwhile (recorded beside the timings)."""
+def run_here(todo: list[Run], plan: dict[str, Any], out: str, jobs: int = 1) -> None:
+    """Train the runs one after another in this process, appending each line as it ends
+    and then removing the run's folder; `jobs`: how many runs share the machine meanwhile
+    (recorded beside the timings). A run whose folder another process holds is skipped."""
     from tqdm import tqdm
 
     data_dir = _resolve(str(plan.get("data_dir", DEFAULT_DATA_DIR)))
@@ -566,10 +602,19 @@ def run_here(todo: list[Run], plan: dict[str, Any], jsonl: str, jobs: int = 1) -
     progress = tqdm(todo, desc="quality runs", unit="run")
     for run in progress:
         progress.set_postfix_str(run.label)
-        data_path = dataset_location(run.dataset, plan["datasets"][run.dataset], data_dir)
-        row = execute(run, plan["base_config"], data_path)
-        row.update(machine=host, concurrent_runs=jobs, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        append_row(jsonl, row)
+        folder = run_folder(run, plan["base_config"], os.path.join(os.path.abspath(out), UNFINISHED))
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                progress.write(f"{run.label}: another process is training it; skipped")
+                continue
+            data_path = dataset_location(run.dataset, plan["datasets"][run.dataset], data_dir)
+            row = execute(run, plan["base_config"], data_path, folder)
+            row.update(machine=host, concurrent_runs=jobs, timestamp=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            append_row(os.path.join(out, JSONL), row)
+            shutil.rmtree(folder)
         speed = row["seconds_per_epoch"] or 0.0
         progress.write(f"{run.label}: test ndcg@10 {row['test'].get(RATIO_METRIC, float('nan')):.4f} "
                        f"(masked {row['test_masked'].get(RATIO_METRIC, float('nan')):.4f}), "
@@ -627,7 +672,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         todo = select(planned_runs(plan), done, args.only_datasets, args.only_samplers)
         if args.only_run is not None:
             todo = [run for run in todo if list(run.key) == json.loads(args.only_run)]
-            run_here(todo, plan, jsonl, args.jobs)
+            run_here(todo, plan, args.out, args.jobs)
             return 0  # the parent renders
         if args.max_runs is not None:
             todo = todo[:args.max_runs]
@@ -639,7 +684,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.jobs > 1:
             failed = run_in_workers(todo, plan, args)
         else:
-            run_here(todo, plan, jsonl)
+            run_here(todo, plan, args.out)
     rows, superseded = current_rows(jsonl, plan)
     published = plan.get("published") or {}
     markdown_path = write_markdown(args.out, "quality", lambda _: render(rows, superseded, published, len(planned_runs(plan))))

@@ -208,3 +208,69 @@ def test_masked_ranking(quality, tiny_config):
 
 def field_values(data, field: str) -> list[int]:
     return [int(v) for interaction, *_ in data for v in interaction[field]]
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+@pytest.mark.parametrize("killed_in", [0, 2])
+def test_an_interrupted_run_resumes_where_it_stopped(quality, tmp_path, monkeypatch, killed_in):
+    """Killed during an epoch (its training state already written): the next invocation goes
+    on from that epoch and writes the line of the uninterrupted run, then removes the run's folder."""
+    from recbole_mdcns.trainer import SampledTrainer
+
+    plan = _plan(write_tiny_dataset(tmp_path / "data"))
+    plan["base_config"].update(epochs=3, stopping_step=3)
+    plan["runs"] = [{"sampler": "DNS", "variant": "C10", "config": {"neg_candidate_num": 10}}]
+    config = tmp_path / "quality.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    assert quality.main(["--config", str(config), "--out", str(whole)]) == 0
+
+    train_epoch = SampledTrainer._train_epoch
+
+    def killed(self, train_data, epoch_idx, *args, **kwargs):
+        loss = train_epoch(self, train_data, epoch_idx, *args, **kwargs)
+        if epoch_idx == killed_in:
+            raise Killed
+        return loss
+
+    monkeypatch.setattr(SampledTrainer, "_train_epoch", killed)
+    with pytest.raises(Killed):
+        quality.main(["--config", str(config), "--out", str(pieces)])
+    assert not (pieces / "quality.jsonl").exists()
+    (folder,) = (pieces / quality.UNFINISHED).iterdir()
+    record = folder / "epochs.json"
+    recorded = json.loads(record.read_text())["per_epoch"] if record.exists() else []
+    assert [e["epoch"] for e in recorded] == list(range(killed_in))
+
+    monkeypatch.setattr(SampledTrainer, "_train_epoch", train_epoch)
+    assert quality.main(["--config", str(config), "--out", str(pieces)]) == 0
+    (expected,) = [json.loads(line) for line in (whole / "quality.jsonl").read_text().splitlines()]
+    (resumed,) = [json.loads(line) for line in (pieces / "quality.jsonl").read_text().splitlines()]
+    assert expected["resumed_from"] == [] and resumed["resumed_from"] == [killed_in]
+    for name in ("best_valid", "test", "test_masked", "epochs_run"):
+        assert resumed[name] == expected[name], name
+    assert ([(e["epoch"], e["valid_score"], e["diagnostics"]) for e in resumed["per_epoch"]]
+            == [(e["epoch"], e["valid_score"], e["diagnostics"]) for e in expected["per_epoch"]])
+    assert list((pieces / quality.UNFINISHED).iterdir()) == []
+
+
+def test_a_run_held_by_another_process_is_skipped(quality, tmp_path):
+    import fcntl
+
+    plan = _plan(write_tiny_dataset(tmp_path / "data"))
+    plan["runs"] = [{"sampler": "uniform"}]
+    config = tmp_path / "quality.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "results"
+    (run,) = quality.planned_runs(plan)
+    folder = Path(quality.run_folder(run, plan["base_config"], str(out / quality.UNFINISHED)))
+    folder.mkdir(parents=True)
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert quality.main(["--config", str(config), "--out", str(out)]) == 0
+    assert not (out / "quality.jsonl").exists()
+    assert quality.main(["--config", str(config), "--out", str(out)]) == 0
+    assert len((out / "quality.jsonl").read_text().splitlines()) == 1
