@@ -462,6 +462,12 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
     return "\n".join(lines) + "\n"
 
 
+def render_plan(jsonl_path: str, plan: dict[str, Any]) -> str:
+    """quality.md: the tables of the lines of `jsonl_path` that `plan` asks for (`render`)."""
+    rows, superseded = current_rows(jsonl_path, plan)
+    return render(rows, superseded, plan.get("published"), len(planned_runs(plan)))
+
+
 def _machine_name(row: dict[str, Any]) -> str:
     """The machine a row was trained on."""
     return describe(row["machine"]) if row.get("machine") else "not recorded"
@@ -685,15 +691,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             failed = run_in_workers(todo, plan, args)
         else:
             run_here(todo, plan, args.out)
-    rows, superseded = current_rows(jsonl, plan)
-    published = plan.get("published") or {}
-    markdown_path = write_markdown(args.out, "quality", lambda _: render(rows, superseded, published, len(planned_runs(plan))))
+    rows, _ = current_rows(jsonl, plan)
+    markdown_path = write_markdown(args.out, "quality", lambda path: render_plan(path, plan))
     print(f"wrote {markdown_path}")
     if os.path.abspath(args.out) == DEFAULT_OUT:  # the committed results: keep the README's copy in step
         with open(markdown_path) as f:
             if sync_readme(README, f.read()):
                 print(f"wrote {README} (its quality tables)")
-    for path in write_plots(args.out, rows, published):
+    for path in write_plots(args.out, rows, plan.get("published")):
         print(f"wrote {path}")
     return 1 if failed else 0
 

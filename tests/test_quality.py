@@ -127,6 +127,13 @@ def test_speed_is_reported_per_machine(quality):
     assert "Machine B: CPU (x86_64), 2 logical CPUs, torch 2 (2 runs" in md
 
 
+def test_committed_tables_are_the_committed_lines_rendered(quality):
+    """benchmarks/results/quality.md is what the script writes from the committed quality.jsonl."""
+    plan = quality.load_plan(quality.DEFAULT_CONFIG)
+    with open(os.path.join(quality.DEFAULT_OUT, "quality.md"), encoding="utf-8") as f:
+        assert f.read() == quality.render_plan(os.path.join(quality.DEFAULT_OUT, quality.JSONL), plan)
+
+
 def test_readme_copy_of_the_tables(quality, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\nintro\n")
