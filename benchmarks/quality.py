@@ -413,7 +413,9 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
         "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
         f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
         "is training time alone, per machine (listed at the end; a row's seeds may come from",
-        "different machines). Written by `benchmarks/quality.py` from `quality.jsonl`.",
+        "different machines). `at cap` counts the runs that the epoch cap ended before early stopping",
+        "did (their best valid epoch among the last few): their figures may be lower bounds. Written",
+        "by `benchmarks/quality.py` from `quality.jsonl`.",
     ]
     if not groups:
         lines += ["", "No results yet."]
@@ -430,8 +432,8 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
         lines += ["", f"## {dataset}, {model}", "",
                   "| sampler | " + " | ".join(f"test {title}" for _, title in TABLE_METRICS)
                   + " | " + " | ".join(f"masked {title}" for _, title in MASKED_METRICS)
-                  + f" | published | ratio to {REFERENCE} | runs | epochs | s/epoch |",
-                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + 5)]
+                  + f" | published | ratio to {REFERENCE} | runs | epochs | at cap | s/epoch |",
+                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + 6)]
         for (sampler, variant), runs in rows.items():
             cells = [_mean_std([r["test"][m] for r in runs if m in r["test"]]) for m, _ in TABLE_METRICS]
             cells += [_mean_std([r["test_masked"][m] for r in runs if m in r.get("test_masked", {})])
@@ -439,10 +441,11 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
             ours = [r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]]
             ratio = f"{statistics.mean(ours) / ref_mean:.3f}" if ours and ref_mean else "–"
             epochs = statistics.mean(r["epochs_run"] for r in runs)
+            at_cap = sum(r["epochs_run"] == r.get("config", {}).get("epochs") for r in runs)
             speed = _speeds_by_machine(runs, machines)
             reported = _format_range(published_range(published, dataset, model, row_name(sampler, variant)))
             lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
-                         + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {speed} |")
+                         + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {at_cap} | {speed} |")
     if superseded:
         lines += ["", "## Superseded lines", "",
                   "In `quality.jsonl` but not in the tables above: trained with other values of the plan's keys",

@@ -114,15 +114,22 @@ def test_parallel_jobs(quality, tmp_path):
     assert "| uniform | " in md and " (2 runs at a time, 1 CPU thread(s) each)" in md
 
 
-def test_speed_is_reported_per_machine(quality):
-    def row(seed, cuda, seconds):
-        machine = {"arch": "x86_64", "cpu_model": "CPU", "cpu_count": 2, "torch": "2", "cuda": cuda}
-        return {"dataset": "d", "model": "SASRec", "sampler": "uniform", "variant": "", "seed": seed,
-                "test": {"ndcg@10": 0.1}, "test_masked": {}, "epochs_run": 3, "seconds_per_epoch": seconds,
-                "machine": machine, "threads": 1, "concurrent_runs": 2}
+def _row(seed: int, cuda, seconds: float, epochs_run: int = 3, cap: int = 10) -> dict:
+    machine = {"arch": "x86_64", "cpu_model": "CPU", "cpu_count": 2, "torch": "2", "cuda": cuda}
+    return {"dataset": "d", "model": "SASRec", "sampler": "uniform", "variant": "", "seed": seed,
+            "test": {"ndcg@10": 0.1}, "test_masked": {}, "epochs_run": epochs_run, "seconds_per_epoch": seconds,
+            "machine": machine, "threads": 1, "concurrent_runs": 2, "config": {"epochs": cap}}
 
-    md = quality.render([row(1, None, 30.0), row(2, "GPU", 4.0), row(3, "GPU", 6.0)])
-    assert "| 3 | 3.0 | 5.0 (A); 30.0 (B) |" in md  # machines lettered by name
+
+def test_runs_ended_by_the_epoch_cap_are_counted(quality):
+    md = quality.render([_row(1, None, 1.0, epochs_run=4, cap=4), _row(2, None, 1.0, epochs_run=3, cap=4),
+                         _row(3, None, 1.0, epochs_run=4, cap=4)])
+    assert "| 3 | 3.7 | 2 | 1.0 (A) |" in md
+
+
+def test_speed_is_reported_per_machine(quality):
+    md = quality.render([_row(1, None, 30.0), _row(2, "GPU", 4.0), _row(3, "GPU", 6.0)])
+    assert "| 3 | 3.0 | 0 | 5.0 (A); 30.0 (B) |" in md  # machines lettered by name
     assert "Machine A: CPU (x86_64), 2 logical CPUs, GPU, torch 2 (2 runs at a time, 1 CPU thread(s) each)" in md
     assert "Machine B: CPU (x86_64), 2 logical CPUs, torch 2 (2 runs" in md
 
