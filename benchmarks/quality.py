@@ -425,7 +425,8 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
     for r in every_row:
         if r.get("concurrent_runs"):
             sharing.setdefault(_machine_name(r), set()).add(
-                f"{r['concurrent_runs']} runs at a time, {r['threads']} CPU thread(s) each")
+                f"1 run alone, {r['threads']} CPU thread(s)" if r["concurrent_runs"] == 1
+                else f"{r['concurrent_runs']} runs at a time, {r['threads']} CPU thread(s) each")
     for (dataset, model), rows in groups.items():
         reference = next((runs for (s, v), runs in rows.items() if s.lower() == REFERENCE and not v), None)
         ref_mean = statistics.mean(r["test"][RATIO_METRIC] for r in reference) if reference else None
