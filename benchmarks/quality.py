@@ -424,9 +424,10 @@ def render(results: list[dict[str, Any]], superseded: Optional[list[tuple[dict[s
     sharing: dict[str, set[str]] = {}  # machine -> how runs shared it, where a line records it
     for r in every_row:
         if r.get("concurrent_runs"):
+            alone = r["concurrent_runs"] == 1
             sharing.setdefault(_machine_name(r), set()).add(
-                f"1 run alone, {r['threads']} CPU thread(s)" if r["concurrent_runs"] == 1
-                else f"{r['concurrent_runs']} runs at a time, {r['threads']} CPU thread(s) each")
+                ("1 run alone" if alone else f"{r['concurrent_runs']} runs at a time")
+                + f", {r['threads']} CPU thread(s)" + ("" if alone else " each"))
     for (dataset, model), rows in groups.items():
         reference = next((runs for (s, v), runs in rows.items() if s.lower() == REFERENCE and not v), None)
         ref_mean = statistics.mean(r["test"][RATIO_METRIC] for r in reference) if reference else None

@@ -127,6 +127,11 @@ def test_runs_ended_by_the_epoch_cap_are_counted(quality):
     assert "| 3 | 3.7 | 2 | 1.0 (A) |" in md
 
 
+def test_a_run_alone_is_named_so(quality):
+    md = quality.render([{**_row(1, None, 1.0), "concurrent_runs": 1, "threads": 2}])
+    assert "Machine A: CPU (x86_64), 2 logical CPUs, torch 2 (1 run alone, 2 CPU thread(s))" in md
+
+
 def test_speed_is_reported_per_machine(quality):
     md = quality.render([_row(1, None, 30.0), _row(2, "GPU", 4.0), _row(3, "GPU", 6.0)])
     assert "| 3 | 3.0 | 0 | 5.0 (A); 30.0 (B) |" in md  # machines lettered by name
