@@ -286,14 +286,16 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str, folder: str) 
     from recbole.utils import init_seed
 
     from recbole_mdcns.config import Config
-    from recbole_mdcns.quick_start import _prepare
+    from recbole_mdcns import build_experiment
 
     record_path = os.path.join(folder, "epochs.json")
     config = Config(model=run.model, dataset=run.dataset, config_dict={
         **base_config, "data_path": data_path, **run.config,
         "sampler": run.sampler, "seed": run.seed, "checkpoint_dir": folder})
     init_seed(config["seed"], config["reproducibility"])
-    dataset, _, trainer, (train_data, valid_data, test_data) = _prepare(config)
+    built = build_experiment(config)
+    dataset, trainer, train_data, valid_data, test_data = (
+        built.dataset, built.trainer, built.train_data, built.valid_data, built.test_data)
 
     epochs: list[dict[str, Any]] = []
     resumed_from: list[int] = []

@@ -84,13 +84,14 @@ def _resident_kb(field: str) -> int:
 def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
     """Time, peak memory and largest tensor of one training step (this process)."""
     from recbole_mdcns.config import Config
-    from recbole_mdcns.quick_start import _prepare
+    from recbole_mdcns import build_experiment
 
     dataset = generate(data_root, n_items)
     with tempfile.TemporaryDirectory() as checkpoints:
         config = Config("SASRec", dataset, config_dict={**CONFIG, **SAMPLERS[sampler], "data_path": data_root,
                                                         "checkpoint_dir": checkpoints})
-        _, model, trainer, (train_data, _, _) = _prepare(config)
+        run = build_experiment(config)
+        model, trainer, train_data = run.model, run.trainer, run.train_data
         batches = iter(train_data)
         model.train()
 

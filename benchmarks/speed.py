@@ -69,13 +69,14 @@ def time_epochs(config_dict: dict[str, Any], repeats: int) -> tuple[list[float],
     """Seconds of each of `repeats` consecutive training epochs of one freshly built trainer,
     and the sampler's diagnostics of each epoch (DivNS's `dpp_seconds`, ...)."""
     from recbole_mdcns.config import Config
-    from recbole_mdcns.quick_start import _prepare
+    from recbole_mdcns import build_experiment
 
     with tempfile.TemporaryDirectory() as checkpoints:
         overrides = {"seed": SEED, "checkpoint_dir": checkpoints, "show_progress": False, "gpu_id": ""}
         config = Config(model=MODEL, dataset=DATASET, config_file_list=CONFIG_FILES,
                         config_dict={**config_dict, **overrides})
-        _, model, trainer, (train_data, _, _) = _prepare(config)
+        run = build_experiment(config)
+        model, trainer, train_data = run.model, run.trainer, run.train_data
         neg_args = config["train_neg_sample_args"] or {}
         if neg_args.get("dynamic", False):  # as RecBole's Trainer.fit does
             train_data.get_model(model)

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import sys
 from logging import getLogger
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, get_model, init_logger, init_seed, set_color
 
+from recbole_mdcns import checkpoint
 from recbole_mdcns.config import Config, is_active
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import NegativeSampler, sampler_class
@@ -23,15 +25,14 @@ def build_sampler(config: Config, dataset: Any) -> Optional[NegativeSampler]:
     return sampler_class(config["sampler"])(config, dataset)
 
 
-def get_trainer(config: Any, model: Any, dataset: Any, sampler: str = "MDCNS", **keys: Any) -> SampledTrainer:
-    """The plugin's trainer for a RecBole Config, model and training dataset built by your
-    own code: `sampler` with `keys` over its defaults. Use it as RecBole's Trainer."""
+def build_trainer(config: Any, model: Any, dataset: Any, sampler: str = "MDCNS", **keys: Any) -> SampledTrainer:
+    """A trainer for a RecBole Config, model and training dataset built by your own code:
+    `sampler` with `keys` over its defaults. Use it as RecBole's Trainer."""
     try:
         backbone_for(type(model).__name__)
     except ConfigError as error:
         raise ConfigError(error.problems) from None
     return SampledTrainer(config, model, sampler_class(sampler).build(config, dataset, **keys))
-
 
 def _report_to_ray(test_result: dict[str, Any]) -> None:
     """Report to Ray Tune when the trial runs inside a Ray session. The plugin never
@@ -69,13 +70,49 @@ def _load_data(config: Config):
     return dataset, train_data, valid_data, test_data
 
 
-def _prepare(config: Config):
+@dataclass
+class Experiment:
+    """Everything one run needs, built from a Config: `build_experiment(config)`."""
+
+    config: Config
+    dataset: Any  # the filtered dataset
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    model: Any  # self: the model trained, evaluated and saved
+    sampler: Optional[NegativeSampler]  # None for sampler: none
+    trainer: SampledTrainer
+
+
+def build_experiment(config: Config) -> Experiment:
+    """config -> data -> model -> sampler -> trainer, as `run_recbole_mdcns` builds them
+    (seeded as RecBole seeds them; the sampler's dataset checks run before the trainer
+    exists, so a bad value writes nothing)."""
     dataset, train_data, valid_data, test_data = _load_data(config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    sampler = build_sampler(config, train_data._dataset)  # dataset checks, before any training
+    sampler = build_sampler(config, train_data._dataset)
     trainer = SampledTrainer(config, model, sampler)
-    return dataset, model, trainer, (train_data, valid_data, test_data)
+    return Experiment(config, dataset, train_data, valid_data, test_data, model, sampler, trainer)
+
+
+def load_data_and_model(model_file: str) -> tuple[Config, Any, Any, Any, Any, Any]:
+    """`recbole.quick_start.load_data_and_model` for a checkpoint the plugin wrote (the
+    best model or a resume state): (config, model, dataset, train_data, valid_data,
+    test_data), the config rebuilt from the run's own keys, the model with its saved
+    weights. The file is read with `torch.load(weights_only=True)`."""
+    state = checkpoint.load(model_file, "cpu")
+    if "run" not in state:
+        raise ValueError(f"{model_file} was written by an older recbole-mdcns that did not record the run's keys")
+    config = Config(model=state["run"]["model"], dataset=state["run"]["dataset"], config_dict=state["run"]["config_dict"])
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset, train_data, valid_data, test_data = _load_data(config)
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(state["state_dict"])
+    model.load_other_parameter(state.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
 
 
 def run_recbole_mdcns(
@@ -99,15 +136,15 @@ def run_recbole_mdcns(
     logger.info(sys.argv)
     logger.info(config)
 
-    dataset, model, trainer, (train_data, valid_data, test_data) = _prepare(config)
-    logger.info(dataset)
-    logger.info(model)
+    run = build_experiment(config)
+    logger.info(run.dataset)
+    logger.info(run.model)
     if resume:
-        trainer.resume_checkpoint(resume)
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        run.trainer.resume_checkpoint(resume)
+    best_valid_score, best_valid_result = run.trainer.fit(
+        run.train_data, run.valid_data, saved=saved, show_progress=config["show_progress"]
     )
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = run.trainer.evaluate(run.test_data, load_best_model=saved, show_progress=config["show_progress"])
 
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
@@ -171,9 +208,9 @@ def objective_function(
     for handler in logger.handlers[:]:  # each trial starts with fresh handlers, as in RecBole
         logger.removeHandler(handler)
     init_logger(config)
-    _, _, trainer, (train_data, valid_data, test_data) = _prepare(config)
-    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=False, saved=saved)
-    test_result = trainer.evaluate(test_data, load_best_model=saved)
+    run = build_experiment(config)
+    best_valid_score, best_valid_result = run.trainer.fit(run.train_data, run.valid_data, verbose=False, saved=saved)
+    test_result = run.trainer.evaluate(run.test_data, load_best_model=saved)
     _report_to_ray(test_result)
     return {
         "model": config["model"],

@@ -110,6 +110,8 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
     def _state(self, last_epoch: int) -> dict[str, Any]:
         return {
             "config": self.config.final_config_dict,
+            "run": {"model": self.config["model"], "dataset": self.config["dataset"],
+                    "config_dict": self.config.external_config_dict},
             "epoch": last_epoch,
             "cur_step": self.cur_step,
             "best_valid_score": self.best_valid_score,

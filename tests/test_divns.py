@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from recbole_mdcns import ConfigError
 from recbole_mdcns.config import Config
-from recbole_mdcns.quick_start import _prepare
+from recbole_mdcns import build_experiment
 from recbole_mdcns.samplers.divns import mean_pairwise_distance, occurrence_index
 from test_samplers import make_batch, make_sampler
 
@@ -120,11 +120,12 @@ def test_sampler_state_round_trips_mid_epoch():
 
 def test_checkpoint_after_epoch_2_restores_the_per_user_state(tiny_config):
     keys = {**tiny_config, "sampler": "DivNS", "epochs": 2, "neg_candidate_num": 10}
-    _, _, trainer, (train_data, valid_data, _) = _prepare(Config("SASRec", config_dict={**keys, "eval_step": 0}))
+    run = build_experiment(Config("SASRec", config_dict={**keys, "eval_step": 0}))
+    trainer, train_data, valid_data = run.trainer, run.train_data, run.valid_data
     trainer.fit(train_data, valid_data, saved=True)
     saved = trainer.sampler.state_dict()
     assert len(saved["queue_items"]) > 0
-    _, _, fresh, _ = _prepare(Config("SASRec", config_dict={**keys, "epochs": 3}))
+    fresh = build_experiment(Config("SASRec", config_dict={**keys, "epochs": 3})).trainer
     fresh.resume_checkpoint(trainer.saved_model_file)
     for name, tensor in saved.items():
         assert torch.equal(fresh.sampler.state_dict()[name], tensor), name

@@ -8,7 +8,7 @@ import torch
 
 from recbole_mdcns import ConfigError, run_recbole_mdcns
 from recbole_mdcns.config import Config
-from recbole_mdcns.quick_start import _prepare
+from recbole_mdcns import build_experiment
 from recbole_mdcns.samplers.mdcns import MDCNSWeights, consensus_distillation, mdcns_losses, select_negatives
 
 SMALL_PEER = {"embedding_size": 16, "hidden_size": 16, "n_layers": 1, "num_layers": 1, "inner_size": 32, "n_heads": 1}
@@ -80,7 +80,8 @@ def test_each_ablation_switch_changes_exactly_its_part():
 def test_self_and_peer_of_different_classes_train_a_batch(tiny_config, model, peer):
     keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_model": peer, "mdcns_peer_config": SMALL_PEER}
     config = Config(model, config_dict=keys)
-    _, self_model, trainer, (train_data, _, _) = _prepare(config)
+    run = build_experiment(config)
+    self_model, trainer, train_data = run.model, run.trainer, run.train_data
     interaction = next(iter(train_data)).to(config["device"])
     peer_model = trainer.sampler.peer
     assert type(peer_model).__name__ == peer and peer_model is not self_model
@@ -99,10 +100,11 @@ def test_self_and_peer_of_different_classes_train_a_batch(tiny_config, model, pe
 
 def test_peer_and_its_optimiser_are_checkpointed_and_resumed(tiny_config):
     keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_config": SMALL_PEER, "eval_step": 0, "epochs": 2}
-    _, _, trainer, (train_data, valid_data, _) = _prepare(Config("SASRec", config_dict=keys))
+    run = build_experiment(Config("SASRec", config_dict=keys))
+    trainer, train_data, valid_data = run.trainer, run.train_data, run.valid_data
     trainer.fit(train_data, valid_data, saved=True)  # saved after epoch 2
     saved = torch.load(trainer.saved_model_file, weights_only=True)["sampler"]
-    _, _, fresh, _ = _prepare(Config("SASRec", config_dict={**keys, "epochs": 3}))
+    fresh = build_experiment(Config("SASRec", config_dict={**keys, "epochs": 3})).trainer
     fresh.resume_checkpoint(trainer.saved_model_file)
     for name, tensor in saved["peer"].items():
         assert torch.equal(fresh.sampler.peer.state_dict()[name], tensor)

@@ -195,12 +195,13 @@ def test_masked_ranking(quality, tiny_config):
     """RecBole's own test metrics are recomputed exactly without a mask; the mask removes each
     user's earlier items (never the target unless it came before) and can only lift the target."""
     from recbole_mdcns.config import Config
-    from recbole_mdcns.quick_start import _prepare
+    from recbole_mdcns import build_experiment
 
     config = Config(model="SASRec", config_dict={
         **tiny_config, "metrics": ["Hit", "NDCG"], "topk": [5, 10],
         "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"}})
-    dataset, model, trainer, (_, _, test_data) = _prepare(config)
+    run = build_experiment(config)
+    dataset, model, trainer, test_data = run.dataset, run.model, run.trainer, run.test_data
     recbole = trainer.evaluate(test_data, load_best_model=False)
     ours = quality.ranking_metrics(model, test_data, [5, 10])
     assert set(ours) == set(recbole)

@@ -14,7 +14,7 @@ import torch
 
 from recbole_mdcns import ConfigError, run_recbole_mdcns
 from recbole_mdcns.config import Config
-from recbole_mdcns.quick_start import _prepare
+from recbole_mdcns import build_experiment
 from recbole_mdcns.samplers import sampler_names
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,7 +67,7 @@ def test_a_crafted_pickle_is_refused_by_resume(tiny_config, tmp_path, monkeypatc
     evil = tmp_path / "evil.pth"
     with open(evil, "wb") as f:
         pickle.dump({"epoch": 0, "payload": RunsCode()}, f)
-    _, _, trainer, _ = _prepare(Config("SASRec", config_dict={**tiny_config, "sampler": "uniform"}))
+    trainer = build_experiment(Config("SASRec", config_dict={**tiny_config, "sampler": "uniform"})).trainer
     with pytest.raises(ValueError, match="not a recbole-mdcns checkpoint.*weights_only=False"):
         trainer.resume_checkpoint(evil)
     assert not (tmp_path / "pwned").exists()
@@ -75,7 +75,8 @@ def test_a_crafted_pickle_is_refused_by_resume(tiny_config, tmp_path, monkeypatc
 
 def test_every_checkpoint_loads_with_weights_only(tiny_config):
     keys = {**tiny_config, "sampler": "MDCNS", "epochs": 2, "mdcns_peer_config": SMALL_PEER}
-    _, _, trainer, (train_data, valid_data, _) = _prepare(Config("SASRec", config_dict=keys))
+    run = build_experiment(Config("SASRec", config_dict=keys))
+    trainer, train_data, valid_data = run.trainer, run.train_data, run.valid_data
     trainer.fit(train_data, valid_data, saved=True)
     for path in (trainer.saved_model_file, trainer.resume_file):
         state = torch.load(path, weights_only=True)

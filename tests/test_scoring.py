@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from recbole_mdcns.config import Config
-from recbole_mdcns.quick_start import _prepare
+from recbole_mdcns import build_experiment
 from recbole_mdcns.scoring import BACKBONES, UNSUPPORTED, encode_batch
 
 MODEL_OVERRIDES = {"FEARec": {"n_layers": 2}}  # FEARec divides by n_layers - 1
@@ -14,7 +14,8 @@ MODEL_OVERRIDES = {"FEARec": {"n_layers": 2}}  # FEARec divides by n_layers - 1
 @pytest.mark.parametrize("model_name", sorted(BACKBONES))
 def test_scores_equal_predict_and_a_batch_trains(model_name, tiny_config):
     config = Config(model_name, config_dict={**tiny_config, "sampler": "DNS", **MODEL_OVERRIDES.get(model_name, {})})
-    _, model, trainer, (train_data, _, _) = _prepare(config)
+    run = build_experiment(config)
+    model, trainer, train_data = run.model, run.trainer, run.train_data
     interaction = next(iter(train_data)).to(config["device"])
 
     model.eval()

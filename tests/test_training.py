@@ -12,7 +12,7 @@ import torch
 
 from recbole_mdcns import run_recbole_mdcns
 from recbole_mdcns.config import Config
-from recbole_mdcns.quick_start import _prepare
+from recbole_mdcns import build_experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,7 +46,8 @@ def test_hardness_is_logged_per_epoch(tiny_config, caplog):
 
 def test_best_model_is_the_one_evaluated(tiny_config):
     config = Config("SASRec", config_dict={**tiny_config, "sampler": "uniform", "epochs": 2})
-    _, model, trainer, (train_data, valid_data, test_data) = _prepare(config)
+    run = build_experiment(config)
+    model, trainer, train_data, valid_data, test_data = run.model, run.trainer, run.train_data, run.valid_data, run.test_data
     trainer.fit(train_data, valid_data, saved=True)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
@@ -59,9 +60,11 @@ def test_best_model_is_the_one_evaluated(tiny_config):
 def test_resume_restores_model_optimiser_and_progress(tiny_config):
     keys = {**tiny_config, "sampler": "DNS", "epochs": 2}
     config = Config("SASRec", config_dict=keys)
-    _, model, trainer, (train_data, valid_data, _) = _prepare(config)
+    run = build_experiment(config)
+    model, trainer, train_data, valid_data = run.model, run.trainer, run.train_data, run.valid_data
     trainer.fit(train_data, valid_data, saved=True)
-    _, fresh_model, fresh, _ = _prepare(Config("SASRec", config_dict=keys))
+    run = build_experiment(Config("SASRec", config_dict=keys))
+    fresh_model, fresh = run.model, run.trainer
     fresh.resume_checkpoint(trainer.saved_model_file)
     state = torch.load(trainer.saved_model_file, weights_only=True)
     assert fresh.start_epoch == state["epoch"] + 1
@@ -73,7 +76,7 @@ def test_resume_restores_model_optimiser_and_progress(tiny_config):
 
 def test_refuses_a_checkpoint_that_needs_unpickling(tiny_config, tmp_path):
     config = Config("SASRec", config_dict={**tiny_config, "sampler": "uniform"})
-    _, _, trainer, _ = _prepare(config)
+    trainer = build_experiment(config).trainer
     foreign = tmp_path / "foreign.pth"
     torch.save({"config": config, "epoch": 0}, foreign)  # a pickled object, as stock RecBole writes
     with pytest.raises(ValueError, match="not a recbole-mdcns checkpoint.*weights_only=False"):
