@@ -1,38 +1,10 @@
-"""The README's config table is the packaged defaults: every key, every default."""
+"""The README quotes the committed benchmark outputs and only them."""
 from __future__ import annotations
 
 import os
 import re
 
-import yaml
-
-from recbole_mdcns.config import DEFAULT_SAMPLER, PROPERTIES
-from recbole_mdcns.samplers import SAMPLERS
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROW = re.compile(r"^\| (\w+) \| `(\w+)` \| `([^`]*)` \|")
-
-
-def readme_rows() -> set[tuple[str, str, str]]:
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        return {m.groups() for line in f if (m := ROW.match(line))}
-
-
-def packaged_rows() -> set[tuple[str, str, str]]:
-    rows = {("all", "sampler", DEFAULT_SAMPLER)}
-    names = {cls.name.lower(): cls.name for cls in SAMPLERS.values()}
-    for file in os.listdir(PROPERTIES):
-        stem = file.removesuffix(".yaml")
-        with open(os.path.join(PROPERTIES, file), encoding="utf-8") as f:
-            defaults = yaml.safe_load(f) or {}
-        scope = "all" if stem == "sampler" else names[stem]
-        for key, value in defaults.items():
-            rows.add((scope, key, yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...")))
-    return rows
-
-
-def test_readme_lists_every_key_with_its_default():
-    assert packaged_rows() == readme_rows()
 
 
 def test_readme_tables_are_the_committed_benchmark_outputs():
