@@ -1,4 +1,14 @@
-"""Shared fixtures: a tiny generated atomic dataset and the small CI config."""
+"""Shared fixtures and helpers of the test files (which never import each other).
+
+- the tiny generated atomic dataset (`write_tiny_dataset`, `data_root`) and the small
+  CI config on it (`tiny_config`);
+- a random batch of fixed embeddings and a sampler built on it without RecBole
+  (`make_batch`, `make_sampler`, `FakeDataset`, `excluded_mask`);
+- `chi_square_ok`, Pearson's goodness-of-fit test at the 99.9% quantile;
+- `random_ndcg`, the test NDCG@10 of a random ranking under the run's own evaluator;
+- an autouse fixture that runs every test in its own temporary working directory, so that
+  RecBole's `log/`, `log_tensorboard/` and default `saved/` never land in the repository.
+"""
 from __future__ import annotations
 
 import random
@@ -7,11 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from scipy.stats import chi2
 
 import recbole_mdcns  # noqa: F401  (applies the compatibility fixes)
+from recbole_mdcns.samplers import sampler_class
+from recbole_mdcns.scoring import EncodedBatch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks' shared helpers
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # the benchmarks' shared helpers
 
+# ----- the tiny atomic dataset ---------------------------------------------------------
 N_USERS, N_ITEMS = 40, 60
 
 
@@ -41,6 +57,16 @@ def data_root(tmp_path_factory) -> Path:
 def clean_argv(monkeypatch):
     """RecBole's Config reads --key=value from sys.argv; pytest's own flags must not leak in."""
     monkeypatch.setattr(sys, "argv", sys.argv[:1])
+
+
+@pytest.fixture(autouse=True)
+def temporary_cwd(monkeypatch, tmp_path_factory) -> Path:
+    """Each test runs in a fresh empty directory (RecBole writes log/, log_tensorboard/ and
+    saved/ relative to it; subprocesses inherit it). Tests that need the repository use
+    absolute paths (REPO_ROOT)."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(cwd)
+    return cwd
 
 
 @pytest.fixture
@@ -74,3 +100,80 @@ def tiny_config(data_root, tmp_path) -> dict[str, Any]:
         "topk": [10],
         "valid_metric": "NDCG@10",
     }
+
+
+# ----- does a run learn? -------------------------------------------------------------
+# enough training for the tiny data's item bands to show in the test metrics (a second or two)
+LEARNING_KEYS = {"learning_rate": 0.01, "epochs": 10, "stopping_step": 10}
+
+
+def random_ndcg(run: Any, repeats: int = 30) -> float:
+    """Mean test NDCG@10 of uniformly random scores, through the run's own trainer and
+    evaluator (same users, same masking): the baseline that a trained model must beat."""
+    model = run.model
+    generator = torch.Generator().manual_seed(0)
+    real = model.full_sort_predict
+    try:
+        model.full_sort_predict = lambda interaction: torch.rand(real(interaction).shape, generator=generator)
+        values = [run.trainer.evaluate(run.test_data, load_best_model=False)["ndcg@10"] for _ in range(repeats)]
+    finally:
+        del model.full_sort_predict
+    return sum(values) / len(values)
+
+
+# ----- a batch of fixed embeddings for the samplers ----------------------------------
+BATCH_ITEMS, BATCH_DIM, BATCH_ROWS, BATCH_SEQ = 200, 8, 256, 6
+
+
+def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor) -> bool:
+    """Pearson's statistic of `counts` against `probs` below the chi-square 99.9% quantile
+    (cells with zero probability are left out; the caller checks that they stay empty)."""
+    expected = probs * counts.sum()
+    keep = expected > 0
+    stat = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum().item()
+    return stat < chi2.ppf(0.999, int(keep.sum()) - 1)
+
+
+class FakeDataset:
+    """What a sampler reads from RecBole's training dataset."""
+
+    item_num = BATCH_ITEMS + 1
+    user_num = BATCH_ROWS + 1
+
+    def __init__(self, seqs: torch.Tensor, targets: torch.Tensor):
+        self.inter_feat = {"user_id": torch.arange(1, len(targets) + 1), "item_id": targets, "item_id_list": seqs}
+
+
+def make_batch(seed: int = 0) -> tuple[EncodedBatch, FakeDataset]:
+    """BATCH_ROWS rows (one user each) over BATCH_ITEMS items, prefixes of BATCH_SEQ ids
+    (half the rows padded), random embeddings; the dataset holds the same rows."""
+    gen = torch.Generator().manual_seed(seed)
+    seqs = torch.randint(1, BATCH_ITEMS + 1, (BATCH_ROWS, BATCH_SEQ), generator=gen)
+    seqs[: BATCH_ROWS // 2, BATCH_SEQ - 2 :] = 0  # half the rows are padded
+    targets = torch.randint(1, BATCH_ITEMS + 1, (BATCH_ROWS,), generator=gen)
+    batch = EncodedBatch(
+        interaction=None,
+        seq_emb=torch.randn(BATCH_ROWS, BATCH_DIM, generator=gen),
+        item_table=torch.randn(BATCH_ITEMS + 1, BATCH_DIM, generator=gen),
+        pos_items=targets,
+        item_seq=seqs,
+        users=torch.arange(1, BATCH_ROWS + 1),
+    )
+    return batch, FakeDataset(seqs, targets)
+
+
+def make_sampler(name: str, dataset: FakeDataset, **keys):
+    """Sampler `name` on `dataset` with the shared keys (BPR, K = 1, C = 50, history) over `keys`."""
+    config = {
+        "neg_loss": "BPR", "neg_num": 1, "neg_candidate_num": 50, "neg_exclude": "history",
+        "dns_top_m": 1, "popularity_alpha": 1.0, "device": torch.device("cpu"), "dataset": "fake",
+        "ITEM_ID_FIELD": "item_id", "USER_ID_FIELD": "user_id", "LIST_SUFFIX": "_list",
+        "MAX_ITEM_LIST_LENGTH": BATCH_SEQ, **keys,
+    }
+    return sampler_class(name)(config, dataset)
+
+
+def excluded_mask(batch: EncodedBatch, negatives: torch.Tensor) -> torch.Tensor:
+    """Which of the ids [B, K] are the row's target or in its prefix."""
+    in_prefix = (negatives.unsqueeze(-1) == batch.item_seq.unsqueeze(1)).any(-1)
+    return in_prefix | (negatives == batch.pos_items.unsqueeze(1))

@@ -6,8 +6,8 @@ import itertools
 import pytest
 import torch
 
+from conftest import chi_square_ok
 from recbole_mdcns.dpp import greedy_map, kernel_features, numerical_rank, sample_k_dpp
-from test_samplers import chi_square_ok
 
 
 def exact_k_dpp(kernel: torch.Tensor, k: int) -> dict[tuple[int, ...], float]:

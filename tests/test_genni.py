@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from benchmarks.benchlib import LargestTensor
+from conftest import BATCH_ITEMS as N_ITEMS
+from conftest import BATCH_ROWS as ROWS
+from conftest import chi_square_ok, excluded_mask, make_batch, make_sampler
 from recbole_mdcns import ConfigError
 from recbole_mdcns.config import Config
-from test_samplers import N_ITEMS, ROWS, chi_square_ok, excluded_mask, make_batch, make_sampler
 
 
 def genni(dataset, **keys):

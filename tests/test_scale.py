@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from benchmarks.benchlib import LargestTensor
-from test_samplers import DIM, ROWS, FakeDataset, make_sampler
+from conftest import BATCH_DIM as DIM
+from conftest import BATCH_ROWS as ROWS
+from conftest import FakeDataset, make_sampler
 
 N_LARGE = 20_000  # catalogue far larger than the batch
 
