@@ -5,11 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import make_batch, make_sampler
 from recbole_mdcns import ConfigError
 from recbole_mdcns.config import Config
 from recbole_mdcns import build_experiment
 from recbole_mdcns.samplers.divns import mean_pairwise_distance, occurrence_index
-from test_samplers import make_batch, make_sampler
 
 DIVNS_KEYS = {"divns_runner_ups": 4, "divns_lambda": 0.7, "divns_penalty": 1.0, "divns_cache_size": 256,
               "divns_dpp_mode": "sample", "neg_candidate_num": 10}
@@ -54,6 +54,47 @@ def test_queues_hold_k_distinct_cached_ids_per_user_and_cycle():
     first_user = popped[:4].T.reshape(-1)  # user 1's pops in order
     queue = sampler.queue_items[: sampler.queue_len[1]]
     assert torch.equal(first_user[:8], queue) and torch.equal(first_user[8:16], queue)
+
+
+def test_the_cache_cap_keeps_each_users_best_scored_distinct_ids():
+    _, dataset = make_batch()
+    sampler = divns(dataset, divns_cache_size=3)
+    sampler.item_table = torch.randn(201, 8)
+    # user 1 cached 5 twice (its best score 0.95 counts), 6, 7, 8 and 9; user 2 cached 10..13
+    sampler.buffers["cache_users"] = [torch.tensor([1, 1, 1, 1, 1, 1, 2, 2, 2, 2])]
+    sampler.buffers["cache_items"] = [torch.tensor([5, 6, 7, 5, 8, 9, 10, 11, 12, 13])]
+    sampler.buffers["cache_scores"] = [torch.tensor([0.1, 0.9, 0.8, 0.95, 0.85, 0.2, 0.4, 0.3, 0.2, 0.1])]
+    sampler.buffers["hard_users"] = [torch.tensor([1] * 6 + [2] * 2)]  # 6 rows of user 1, 2 of user 2
+    sampler.buffers["hard_items"] = [torch.tensor([20] * 8)]
+    sampler.on_epoch_end(0)
+
+    def queue(user: int) -> list[int]:
+        start, length = sampler.queue_start[user], sampler.queue_len[user]
+        return sorted(sampler.queue_items[start : start + length].tolist())
+
+    # k = min(rows, capped cache size): user 1 gets all 3 ids of its capped cache
+    assert queue(1) == [5, 6, 8]
+    assert len(queue(2)) == 2 and set(queue(2)) <= {10, 11, 12}
+
+
+@pytest.mark.parametrize("mode", ["sample", "greedy"])
+def test_with_a_small_cache_the_next_queue_holds_only_the_best_scored_runner_ups(mode):
+    torch.manual_seed(7)
+    batch, dataset = make_batch()
+    batch.users = torch.arange(len(batch.users)) // 8 + 1  # 8 rows per user, 32 users
+    sampler = divns(dataset, divns_cache_size=2, divns_dpp_mode=mode)
+    for _ in range(3):
+        sampler.negative_embeddings(batch)  # 24 rows and 96 runner-ups per user
+    users, items, scores = (sampler._take(name) for name in ("cache_users", "cache_items", "cache_scores"))
+    best: dict[int, dict[int, float]] = {}
+    for user, item, score in zip(users.tolist(), items.tolist(), scores.tolist()):
+        best.setdefault(user, {})[item] = max(score, best.get(user, {}).get(item, -float("inf")))
+    sampler.on_epoch_end(0)
+    for user in range(1, 33):
+        start, length = sampler.queue_start[user], sampler.queue_len[user]
+        queue = set(sampler.queue_items[start : start + length].tolist())
+        top2 = set(sorted(best[user], key=best[user].get, reverse=True)[:2])
+        assert queue == top2, user
 
 
 def test_second_epoch_mixes_hard_and_diverse_embeddings():

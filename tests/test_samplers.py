@@ -1,69 +1,16 @@
 """Sampler behaviour on fixed embeddings: exclusion, distributions, hardness, losses."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
+from conftest import BATCH_ITEMS as N_ITEMS
+from conftest import BATCH_ROWS as ROWS
+from conftest import chi_square_ok, excluded_mask, make_batch, make_sampler
 from recbole_mdcns.losses import ranking_loss
-from recbole_mdcns.samplers import sampler_class
 from recbole_mdcns.samplers.base import draw_from_complement
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch
-
-N_ITEMS, DIM, ROWS, SEQ = 200, 8, 256, 6
-
-
-def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor) -> bool:
-    """Pearson's statistic below the 99.9% quantile (Wilson-Hilferty approximation)."""
-    expected = probs * counts.sum()
-    keep = expected > 0
-    stat = ((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum().item()
-    dof = int(keep.sum()) - 1
-    z999 = 3.09
-    quantile = dof * (1 - 2 / (9 * dof) + z999 * (2 / (9 * dof)) ** 0.5) ** 3
-    return stat < quantile
-
-
-class FakeDataset:
-    """What a sampler reads from RecBole's training dataset."""
-
-    item_num = N_ITEMS + 1
-    user_num = ROWS + 1
-
-    def __init__(self, seqs: torch.Tensor, targets: torch.Tensor):
-        self.inter_feat = {"user_id": torch.arange(1, ROWS + 1), "item_id": targets, "item_id_list": seqs}
-
-
-def make_batch(seed: int = 0) -> tuple[EncodedBatch, FakeDataset]:
-    gen = torch.Generator().manual_seed(seed)
-    seqs = torch.randint(1, N_ITEMS + 1, (ROWS, SEQ), generator=gen)
-    seqs[: ROWS // 2, SEQ - 2 :] = 0  # half the rows are padded
-    targets = torch.randint(1, N_ITEMS + 1, (ROWS,), generator=gen)
-    batch = EncodedBatch(
-        interaction=None,
-        seq_emb=torch.randn(ROWS, DIM, generator=gen),
-        item_table=torch.randn(N_ITEMS + 1, DIM, generator=gen),
-        pos_items=targets,
-        item_seq=seqs,
-        users=torch.arange(1, ROWS + 1),
-    )
-    return batch, FakeDataset(seqs, targets)
-
-
-def make_sampler(name: str, dataset: FakeDataset, **keys):
-    config = {
-        "neg_loss": "BPR", "neg_num": 1, "neg_candidate_num": 50, "neg_exclude": "history",
-        "dns_top_m": 1, "popularity_alpha": 1.0, "device": torch.device("cpu"), "dataset": "fake",
-        "ITEM_ID_FIELD": "item_id", "USER_ID_FIELD": "user_id", "LIST_SUFFIX": "_list",
-        "MAX_ITEM_LIST_LENGTH": SEQ, **keys,
-    }
-    return sampler_class(name)(config, dataset)
-
-
-def excluded_mask(batch: EncodedBatch, negatives: torch.Tensor) -> torch.Tensor:
-    in_prefix = (negatives.unsqueeze(-1) == batch.item_seq.unsqueeze(1)).any(-1)
-    return in_prefix | (negatives == batch.pos_items.unsqueeze(1))
 
 
 def test_draw_from_complement_is_uniform_over_the_free_items():
@@ -136,6 +83,31 @@ def test_popularity_follows_count_to_the_alpha():
     assert chi_square_ok(counts, probs / probs.sum())
 
 
+def test_popularity_rows_whose_free_items_have_no_mass_fall_back_to_uniform():
+    torch.manual_seed(6)
+    batch, dataset = make_batch()
+    dataset.inter_feat["item_id"] = torch.arange(ROWS) % 5 + 1  # only items 1..5 carry popularity
+    # rows 0..7 exclude all of 1..5 (target 1, prefix 2..5): redraws never leave the popular
+    # items, so after the redraw rounds these rows must fall back to uniform over 6..N
+    stuck = torch.arange(8)
+    batch.pos_items[stuck] = 1
+    batch.item_seq[stuck] = torch.tensor([2, 3, 4, 5, 0, 0])
+    # every other row excludes none of 1..5, so it always draws popular items
+    rest = torch.arange(8, ROWS)
+    batch.pos_items[rest] = batch.pos_items[rest].clamp(min=6)
+    batch.item_seq[rest] = torch.where(batch.item_seq[rest] > 0, batch.item_seq[rest].clamp(min=6), 0)
+    sampler = make_sampler("popularity", dataset, neg_num=500)
+    negatives = sampler.sample(batch)
+    assert not excluded_mask(batch, negatives).any()
+    assert negatives.min() >= 1 and negatives.max() <= N_ITEMS
+    assert (negatives[rest] <= 5).all()
+    counts = torch.bincount(negatives[stuck].flatten(), minlength=N_ITEMS + 1).double()
+    probs = torch.ones(N_ITEMS + 1, dtype=torch.double)
+    probs[:6] = 0
+    assert counts[:6].sum() == 0
+    assert chi_square_ok(counts, probs / probs.sum())
+
+
 def score_percentile(batch: EncodedBatch, negatives: torch.Tensor) -> float:
     """Mean fraction of items each negative outscores."""
     all_scores = batch.seq_emb @ batch.item_table[1:].T
@@ -169,12 +141,17 @@ def test_loss_gradient_reaches_the_chosen_negatives_only():
     batch, dataset = make_batch()
     batch.item_table.requires_grad_(True)
     sampler = make_sampler("DNS", dataset)
+    chosen = []
+    sample = sampler.sample
+    sampler.sample = lambda b: chosen.append(sample(b)) or chosen[-1]
     loss = sampler.loss(batch)
     loss.backward()
+    (negatives,) = chosen
     touched = batch.item_table.grad.abs().sum(1) > 0
-    assert touched[batch.pos_items].all()
-    assert touched.sum() < N_ITEMS  # selection itself carries no gradient to the pool
-    assert "neg_score" in sampler.pop_diagnostics()
+    # exactly the targets and the chosen negatives: the scored pool itself gets no gradient
+    assert torch.equal(torch.nonzero(touched).flatten(), torch.cat([batch.pos_items, negatives.flatten()]).unique())
+    # the logged hardness is the mean score of the chosen negatives
+    assert sampler.pop_diagnostics()["neg_score"] == pytest.approx(batch.score_detached(negatives).mean().item(), rel=1e-5)
 
 
 def test_bpr_and_bce_match_their_formulas():
