@@ -1,6 +1,7 @@
 """Hyper-tuning with RecBole's HyperTuning, the drop-in API, and Ray staying optional."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -32,9 +33,19 @@ def test_exhaustive_search_from_the_command_line(tiny_yaml, tmp_path):
            f"--output_file={output}"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
-    trials = re.findall(r"^dns_top_m:.*$", output.read_text(), flags=re.M)
-    assert len(trials) == 8 and len(set(trials)) == 8  # 2 samplers x 2 x 2, each once
-    assert "best params:" in out.stdout and "test result of the best params" in out.stdout
+    # the output file: per trial its params line, then "Valid result:" and "Test result:" lines
+    trials = {}
+    for block in output.read_text().strip().split("\n\n"):
+        params, _, valid, _, test = block.strip().splitlines()
+        trials[params] = (float(re.search(r"ndcg@10 : ([\d.]+)", valid).group(1)), test)
+    assert len(trials) == 8  # 2 samplers x 2 x 2, each once
+    # the printed best params are a trial with the best validation NDCG@10, and the printed
+    # test result is that trial's
+    best = ast.literal_eval(re.search(r"^best params: (\{.*\})$", out.stdout, flags=re.M).group(1))
+    best_line = ", ".join(f"{key}:{value}" for key, value in sorted(best.items()))
+    assert trials[best_line][0] == max(valid for valid, _ in trials.values())
+    printed_test = out.stdout.split("test result of the best params:\n")[1].splitlines()[0]
+    assert printed_test == trials[best_line][1]
 
 
 @pytest.mark.parametrize("algo", ["random", "bayes"])
@@ -85,12 +96,14 @@ def test_objective_never_imports_ray_and_reports_inside_a_ray_session(tiny_confi
     assert reported == [{"ndcg@10": 0.5}]
 
 
-def test_readme_drop_in_examples_run_as_printed(monkeypatch):
+def test_readme_drop_in_examples_run_as_printed(temporary_cwd):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         section = f.read().split("## Use it from your own RecBole code")[1].split("\n## ")[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
     assert len(blocks) == 2
-    monkeypatch.chdir(ROOT)
+    # the examples name yaml/quick.yaml relative to the repository; run them from a temporary
+    # directory that links it, so that their log/ and saved/ stay out of the repository
+    (temporary_cwd / "yaml").symlink_to(os.path.join(ROOT, "yaml"), target_is_directory=True)
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
