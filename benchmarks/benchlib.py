@@ -1,9 +1,15 @@
-"""What the benchmark scripts share: the machine record, JSONL reading, a tensor-size probe."""
+"""What the benchmark scripts share: the machine record, JSONL reading and appending, atomic
+writes, mean ± std, re-running a script in a fresh process, a tensor-size probe."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import statistics
+import subprocess
+import sys
+import time
 from typing import Any, Callable
 
 import torch
@@ -30,12 +36,59 @@ def describe(m: dict[str, Any]) -> str:
     return f"{cpu} ({m.get('arch')}), {m.get('cpu_count')} logical CPUs{gpu}, torch {m.get('torch')}"
 
 
+def timestamp() -> str:
+    """The local time of a measurement, as its JSON line records it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 def read_jsonl(path: str) -> list[dict[str, Any]]:
     """Every JSON line of `path` ([] when it does not exist)."""
     if not os.path.isfile(path):
         return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def append_jsonl(path: str, row: dict[str, Any]) -> None:
+    """Append `row` as one JSON line, locked against other processes appending to `path`."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` through a temporary file, so that a kill never leaves half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_markdown(out: str, name: str, render: Callable[[str], str]) -> str:
+    """Write `<out>/<name>.md` rendered from `<out>/<name>.jsonl`; return its path."""
+    path = os.path.join(out, f"{name}.md")
+    write_atomic(path, render(os.path.join(out, f"{name}.jsonl")))
+    return path
+
+
+def mean_std(values: list[float]) -> str:
+    """`mean ± std` to four decimals (std 0 for one value); `–` for none."""
+    if not values:
+        return "–"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {std:.4f}"
+
+
+def fresh_command(script: str, *args: str) -> list[str]:
+    """The command that runs `script` with `args` in a fresh Python process."""
+    return [sys.executable, os.path.abspath(script), *args]
+
+
+def run_fresh(script: str, *args: str) -> None:
+    """Run `script` with `args` in a fresh Python process; raise if it fails."""
+    subprocess.run(fresh_command(script, *args), check=True)
 
 
 class LargestTensor(TorchDispatchMode):
@@ -51,11 +104,3 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
         return out
-
-
-def write_markdown(out: str, name: str, render: Callable[[str], str]) -> str:
-    """Write `<out>/<name>.md` rendered from `<out>/<name>.jsonl`; return its path."""
-    path = os.path.join(out, f"{name}.md")
-    with open(path, "w") as f:
-        f.write(render(os.path.join(out, f"{name}.jsonl")))
-    return path

@@ -14,7 +14,6 @@ difference of mean test NDCG@10 (acceptance: within 10%).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,7 +24,7 @@ from typing import Any, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from benchmarks.benchlib import read_jsonl, write_markdown  # noqa: E402
+from benchmarks.benchlib import append_jsonl, mean_std, read_jsonl, write_markdown  # noqa: E402
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
@@ -59,11 +58,6 @@ def run_one(config_dict: dict[str, Any], seed: int, epochs: Optional[int]) -> di
     }
 
 
-def _mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {std:.4f}"
-
-
 def render(jsonl_path: str) -> str:
     """The markdown summary of `jsonl_path` (the latest line of each (variant, seed))."""
     latest: dict[tuple[str, int], dict[str, Any]] = {}
@@ -82,7 +76,7 @@ def render(jsonl_path: str) -> str:
         rows = [row for (v, _), row in sorted(latest.items()) if v == variant]
         if not rows:
             continue
-        cells = [_mean_std([row["test"][m] for row in rows]) for m in METRICS]
+        cells = [mean_std([row["test"][m] for row in rows]) for m in METRICS]
         seconds = statistics.mean(row["seconds"] for row in rows)
         seeds = ", ".join(str(row["seed"]) for row in rows)
         lines.append(f"| {variant} | {seeds} | " + " | ".join(cells) + f" | {seconds:.0f} |")
@@ -116,8 +110,7 @@ def main() -> None:
                     continue
                 row = {"variant": variant, "seed": seed, "epochs": args.epochs,
                        **run_one(config_dict, seed, args.epochs)}
-                with open(jsonl, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+                append_jsonl(jsonl, row)
                 print(f"{variant} seed {seed}: test ndcg@10 {row['test']['ndcg@10']:.4f} "
                       f"in {row['seconds']:.0f} s", flush=True)
     print(f"wrote {write_markdown(args.out, 'fidelity', render)}")

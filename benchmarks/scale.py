@@ -20,10 +20,8 @@ rho = 1 scores the whole catalogue by request, in row chunks within genni_memory
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +32,8 @@ sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 
-from benchmarks.benchlib import LargestTensor, describe, machine, read_jsonl, write_markdown  # noqa: E402
+from benchmarks.benchlib import (  # noqa: E402
+    LargestTensor, append_jsonl, describe, machine, read_jsonl, run_fresh, timestamp, write_markdown)
 
 SIZES = (10_000, 100_000, 1_000_000)
 USERS, ZIPF, BATCH, STEPS = 20_000, 1.1, 1024, 5
@@ -119,7 +118,7 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
         "median_seconds": statistics.median(seconds), "peak_mb": max(peaks),
         "largest_tensor": largest, "largest_over_BN": largest / (BATCH * n_items),
         "machine": machine(),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "timestamp": timestamp(),
     }
 
 
@@ -193,8 +192,7 @@ def main() -> None:
     if args.child:
         sampler, n = args.child.rsplit(":", 1)
         row = measure(sampler, int(n), args.data)
-        with open(jsonl, "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_jsonl(jsonl, row)
         print(f"{sampler} N={int(n):,}: {row['median_seconds']:.3f} s, {row['peak_mb']:.0f} MB, "
               f"largest {row['largest_over_BN']:.3f} x BN", flush=True)
         return
@@ -203,8 +201,7 @@ def main() -> None:
         for n in map(int, args.sizes.split(",")):
             for sampler in args.samplers.split(","):
                 if (sampler, n) not in done:
-                    subprocess.run([sys.executable, os.path.abspath(__file__), "--child", f"{sampler}:{n}",
-                                    "--out", args.out, "--data", args.data], check=True)
+                    run_fresh(__file__, "--child", f"{sampler}:{n}", "--out", args.out, "--data", args.data)
     path = write_markdown(args.out, "scale", render)
     plot(jsonl, os.path.join(args.out, "scale.png"))
     print(f"wrote {path}")

@@ -19,10 +19,8 @@ To add a variant (GenNi, DivNS, MDCNS, ...), add one row to `VARIANTS`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +29,8 @@ from typing import Any, Optional
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-
-from benchmarks.benchlib import describe, machine, read_jsonl, write_markdown  # noqa: E402
+from benchmarks.benchlib import (  # noqa: E402
+    append_jsonl, describe, machine, read_jsonl, run_fresh, timestamp, write_markdown)
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
@@ -150,9 +148,7 @@ def main() -> None:
             if name not in only or name in done:
                 continue
             if not args.in_process:
-                command = [sys.executable, os.path.abspath(__file__), "--only", name, "--repeats", str(args.repeats),
-                           "--out", args.out, "--in-process"]
-                subprocess.run(command, check=True)
+                run_fresh(__file__, "--only", name, "--repeats", str(args.repeats), "--out", args.out, "--in-process")
                 continue
             seconds, diagnostics = time_epochs(config_dict, repeats or args.repeats)
             row = {
@@ -164,10 +160,9 @@ def main() -> None:
                 "median_seconds": statistics.median(seconds),
                 "diagnostics": diagnostics,
                 "machine": machine(),
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "timestamp": timestamp(),
             }
-            with open(jsonl, "a") as f:
-                f.write(json.dumps(row) + "\n")
+            append_jsonl(jsonl, row)
             print(f"{name}: {', '.join(f'{s:.2f}' for s in seconds)} s/epoch", flush=True)
     if not args.in_process:
         print(f"wrote {write_markdown(args.out, 'speed', render)}")
