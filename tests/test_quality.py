@@ -1,27 +1,24 @@
-"""benchmarks/quality.py end to end on the tiny dataset: run, resume, render."""
+"""benchmarks/quality.py end to end on the tiny dataset: run, resume, render; which lines are
+current, where a plan's results go."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from scipy.sparse import csr_matrix
 
+from benchmarks import quality
+from benchmarks.quality_plan import (
+    DEFAULT_CONFIG, DEFAULT_OUT, PlanError, dataset_location, default_out, load_plan, planned_runs, select, signature)
+from benchmarks.quality_report import README_END, README_START, render, render_plan, sync_readme
+from benchmarks.quality_results import JSONL, current_rows
+from benchmarks.quality_run import UNFINISHED, earlier_items, ranking_metrics, run_folder
 from conftest import write_tiny_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def quality():
-    spec = importlib.util.spec_from_file_location("quality", REPO_ROOT / "benchmarks" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["quality"] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _plan(data_root: Path) -> dict:
@@ -45,7 +42,7 @@ def _plan(data_root: Path) -> dict:
     }
 
 
-def test_run_resume_render(quality, tmp_path, capsys):
+def test_run_resume_render(tmp_path, capsys):
     data_root = write_tiny_dataset(tmp_path / "data")
     config = tmp_path / "quality.yaml"
     config.write_text(yaml.safe_dump(_plan(data_root)))
@@ -87,6 +84,21 @@ def test_run_resume_render(quality, tmp_path, capsys):
     assert quality.main(args + ["--render-only"]) == 0
     assert (out / "quality.md").read_text() == first == md
 
+    # the effective config decides: RecBole reads `mode: full` as `{valid: full, test: full}`
+    plan = _plan(data_root)
+    plan["base_config"]["eval_args"]["mode"] = {"valid": "full", "test": "full"}
+    config.write_text(yaml.safe_dump(plan))
+    assert quality.main(args + ["--dry-run"]) == 0
+    assert "0 runs to do" in capsys.readouterr().out
+
+    # a nested key: both runs to do again
+    plan["base_config"]["topk"] = [5, 10, 20]
+    config.write_text(yaml.safe_dump(plan))
+    assert quality.main(args + ["--dry-run"]) == 0
+    assert "2 runs to do" in capsys.readouterr().out
+    assert quality.main(args + ["--render-only"]) == 0
+    assert "| tiny | SASRec | uniform | 2020 | topk [10, 20] | " in (out / "quality.md").read_text()
+
     # another budget: the old lines stay in the file, are redone and are left out of the tables
     plan = _plan(data_root)
     plan["base_config"]["hidden_size"] = 8
@@ -101,7 +113,7 @@ def test_run_resume_render(quality, tmp_path, capsys):
     assert (out / "quality.jsonl").read_text() == before
 
 
-def test_parallel_jobs(quality, tmp_path):
+def test_parallel_jobs(tmp_path):
     """--jobs 2: each run in its own process with half the threads, both lines appended."""
     data_root = write_tiny_dataset(tmp_path / "data")
     config = tmp_path / "quality.yaml"
@@ -121,44 +133,44 @@ def _row(seed: int, cuda, seconds: float, epochs_run: int = 3, cap: int = 10) ->
             "machine": machine, "threads": 1, "concurrent_runs": 2, "config": {"epochs": cap}}
 
 
-def test_runs_ended_by_the_epoch_cap_are_counted(quality):
-    md = quality.render([_row(1, None, 1.0, epochs_run=4, cap=4), _row(2, None, 1.0, epochs_run=3, cap=4),
+def test_runs_ended_by_the_epoch_cap_are_counted():
+    md = render([_row(1, None, 1.0, epochs_run=4, cap=4), _row(2, None, 1.0, epochs_run=3, cap=4),
                          _row(3, None, 1.0, epochs_run=4, cap=4)])
     assert "| 3 | 3.7 | 2 | 1.0 (A) |" in md
 
 
-def test_a_run_alone_is_named_so(quality):
-    md = quality.render([{**_row(1, None, 1.0), "concurrent_runs": 1, "threads": 2}])
+def test_a_run_alone_is_named_so():
+    md = render([{**_row(1, None, 1.0), "concurrent_runs": 1, "threads": 2}])
     assert "Machine A: CPU (x86_64), 2 logical CPUs, torch 2 (1 run alone, 2 CPU thread(s))" in md
 
 
-def test_speed_is_reported_per_machine(quality):
-    md = quality.render([_row(1, None, 30.0), _row(2, "GPU", 4.0), _row(3, "GPU", 6.0)])
+def test_speed_is_reported_per_machine():
+    md = render([_row(1, None, 30.0), _row(2, "GPU", 4.0), _row(3, "GPU", 6.0)])
     assert "| 3 | 3.0 | 0 | 5.0 (A); 30.0 (B) |" in md  # machines lettered by name
     assert "Machine A: CPU (x86_64), 2 logical CPUs, GPU, torch 2 (2 runs at a time, 1 CPU thread(s) each)" in md
     assert "Machine B: CPU (x86_64), 2 logical CPUs, torch 2 (2 runs" in md
 
 
-def test_committed_tables_are_the_committed_lines_rendered(quality):
+def test_committed_tables_are_the_committed_lines_rendered():
     """benchmarks/results/quality.md is what the script writes from the committed quality.jsonl."""
-    plan = quality.load_plan(quality.DEFAULT_CONFIG)
-    with open(os.path.join(quality.DEFAULT_OUT, "quality.md"), encoding="utf-8") as f:
-        assert f.read() == quality.render_plan(os.path.join(quality.DEFAULT_OUT, quality.JSONL), plan)
+    plan = load_plan(DEFAULT_CONFIG)
+    with open(os.path.join(DEFAULT_OUT, "quality.md"), encoding="utf-8") as f:
+        assert f.read() == render_plan(os.path.join(DEFAULT_OUT, JSONL), plan)
 
 
-def test_readme_copy_of_the_tables(quality, tmp_path):
+def test_readme_copy_of_the_tables(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\nintro\n")
-    assert not quality.sync_readme(str(readme), "# Quality\n\n## d, SASRec\n\n| a |\n")
-    readme.write_text(f"intro\n{quality.README_START}\nold\n{quality.README_END}\nafter\n")
+    assert not sync_readme(str(readme), "# Quality\n\n## d, SASRec\n\n| a |\n")
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nafter\n")
     markdown = "# Quality\n\nprose\n\n## d, SASRec\n\n| a |\n|---|\n"
-    assert quality.sync_readme(str(readme), markdown)
-    expected = f"intro\n{quality.README_START}\nd, SASRec:\n\n| a |\n|---|\n{quality.README_END}\nafter\n"
+    assert sync_readme(str(readme), markdown)
+    expected = f"intro\n{README_START}\nd, SASRec:\n\n| a |\n|---|\n{README_END}\nafter\n"
     assert readme.read_text() == expected
-    assert quality.sync_readme(str(readme), markdown) and readme.read_text() == expected  # idempotent
+    assert sync_readme(str(readme), markdown) and readme.read_text() == expected  # idempotent
 
 
-def test_plan_order_and_conversion(quality, tmp_path):
+def test_plan_order_and_conversion(tmp_path):
     plan = {
         "datasets": {"small": "unused.txt", "big": "unused.txt"},
         "models": ["SASRec", "GRU4Rec"],
@@ -167,31 +179,31 @@ def test_plan_order_and_conversion(quality, tmp_path):
         "runs": [{"sampler": "uniform"}, {"sampler": "DNS", "models": ["SASRec"], "datasets": ["big"]},
                  {"sampler": "GenNi", "models": ["SASRec"], "datasets": ["big"], "seeds": [2]}],
     }
-    runs = quality.planned_runs(plan)
+    runs = planned_runs(plan)
     assert [r.label for r in runs if r.sampler == "GenNi"] == ["big SASRec GenNi seed 2"]
     plan_file = tmp_path / "plan.yaml"
     plan_file.write_text(yaml.safe_dump({**plan, "runs": [{"sampler": "uniform", "seeds": [3]}]}))
-    with pytest.raises(quality.PlanError, match=r"seeds \[3\] not declared"):
-        quality.load_plan(str(plan_file))
+    with pytest.raises(PlanError, match=r"seeds \[3\] not declared"):
+        load_plan(str(plan_file))
     assert [r.label for r in runs[:6]] == [  # seed, then entry, then model, then dataset
         "small SASRec uniform seed 1", "big SASRec uniform seed 1", "small GRU4Rec uniform seed 1",
         "big GRU4Rec uniform seed 1", "big SASRec DNS seed 1", "small SASRec uniform seed 2"]
     assert [r.label for r in runs if r.sampler == "DNS"] == ["big SASRec DNS seed 1", "big SASRec DNS seed 2"]
-    todo = quality.select(runs, {runs[0].key}, datasets="SMALL", samplers="uniform")
+    todo = select(runs, {runs[0].key}, datasets="SMALL", samplers="uniform")
     assert len(todo) == 3 and runs[0] not in todo
 
     source = tmp_path / "seq.txt"
     source.write_text("1 1 2 3 4\n2 2 3 4 5\n")
     data_dir = str(tmp_path / "data")
-    assert quality.dataset_location("seq", str(source), data_dir) == data_dir
+    assert dataset_location("seq", str(source), data_dir) == data_dir
     inter = os.path.join(data_dir, "seq", "seq.inter")
     assert open(inter).read().count("\n") == 9
     os.utime(inter, (0, 0))
-    quality.dataset_location("seq", str(source), data_dir)  # converted once
+    dataset_location("seq", str(source), data_dir)  # converted once
     assert os.path.getmtime(inter) == 0
 
 
-def test_masked_ranking(quality, tiny_config):
+def test_masked_ranking(tiny_config):
     """RecBole's own test metrics are recomputed exactly without a mask; the mask removes each
     user's earlier items (never the target unless it came before) and can only lift the target."""
     from recbole_mdcns.config import Config
@@ -203,12 +215,12 @@ def test_masked_ranking(quality, tiny_config):
     run = build_experiment(config)
     dataset, model, trainer, test_data = run.dataset, run.model, run.trainer, run.test_data
     recbole = trainer.evaluate(test_data, load_best_model=False)
-    ours = quality.ranking_metrics(model, test_data, [5, 10])
+    ours = ranking_metrics(model, test_data, [5, 10])
     assert set(ours) == set(recbole)
     for name, value in recbole.items():
         assert ours[name] == pytest.approx(value, abs=1e-4), name
 
-    earlier = quality.earlier_items(dataset)
+    earlier = earlier_items(dataset)
     inter = dataset.inter_feat
     for user in (1, 2, 17):
         rows = (inter["user_id"] == user).nonzero().squeeze(1)
@@ -218,10 +230,10 @@ def test_masked_ranking(quality, tiny_config):
 
     users = field_values(test_data, "user_id")
     targets = field_values(test_data, "item_id")
-    only_targets = quality.csr_matrix(([True] * len(users), (users, targets)), shape=earlier.shape)
-    assert quality.ranking_metrics(model, test_data, [10], only_targets)["hit@10"] == 0.0
+    only_targets = csr_matrix(([True] * len(users), (users, targets)), shape=earlier.shape)
+    assert ranking_metrics(model, test_data, [10], only_targets)["hit@10"] == 0.0
     others = earlier.astype(int) - earlier.astype(int).multiply(only_targets.astype(int))
-    lifted = quality.ranking_metrics(model, test_data, [5, 10], others.astype(bool))
+    lifted = ranking_metrics(model, test_data, [5, 10], others.astype(bool))
     assert all(lifted[name] >= ours[name] - 1e-9 for name in ours)
     assert lifted["ndcg@10"] > ours["ndcg@10"]
 
@@ -235,7 +247,7 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize("killed_in", [0, 2])
-def test_an_interrupted_run_resumes_where_it_stopped(quality, tmp_path, monkeypatch, killed_in):
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path, monkeypatch, killed_in):
     """Killed during an epoch (its training state already written): the next invocation goes
     on from that epoch and writes the line of the uninterrupted run, then removes the run's folder."""
     from recbole_mdcns.trainer import SampledTrainer
@@ -260,7 +272,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(quality, tmp_path, monkeypa
     with pytest.raises(Killed):
         quality.main(["--config", str(config), "--out", str(pieces)])
     assert not (pieces / "quality.jsonl").exists()
-    (folder,) = (pieces / quality.UNFINISHED).iterdir()
+    (folder,) = (pieces / UNFINISHED).iterdir()
     record = folder / "epochs.json"
     recorded = json.loads(record.read_text())["per_epoch"] if record.exists() else []
     assert [e["epoch"] for e in recorded] == list(range(killed_in))
@@ -274,10 +286,10 @@ def test_an_interrupted_run_resumes_where_it_stopped(quality, tmp_path, monkeypa
         assert resumed[name] == expected[name], name
     assert ([(e["epoch"], e["valid_score"], e["diagnostics"]) for e in resumed["per_epoch"]]
             == [(e["epoch"], e["valid_score"], e["diagnostics"]) for e in expected["per_epoch"]])
-    assert list((pieces / quality.UNFINISHED).iterdir()) == []
+    assert list((pieces / UNFINISHED).iterdir()) == []
 
 
-def test_a_run_held_by_another_process_is_skipped(quality, tmp_path):
+def test_a_run_held_by_another_process_is_skipped(tmp_path):
     import fcntl
 
     plan = _plan(write_tiny_dataset(tmp_path / "data"))
@@ -285,8 +297,8 @@ def test_a_run_held_by_another_process_is_skipped(quality, tmp_path):
     config = tmp_path / "quality.yaml"
     config.write_text(yaml.safe_dump(plan))
     out = tmp_path / "results"
-    (run,) = quality.planned_runs(plan)
-    folder = Path(quality.run_folder(run, plan["base_config"], str(out / quality.UNFINISHED)))
+    (run,) = planned_runs(plan)
+    folder = Path(run_folder(run, signature(run, plan), str(out / UNFINISHED)))
     folder.mkdir(parents=True)
     with open(folder / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -294,3 +306,79 @@ def test_a_run_held_by_another_process_is_skipped(quality, tmp_path):
     assert not (out / "quality.jsonl").exists()
     assert quality.main(["--config", str(config), "--out", str(out)]) == 0
     assert len((out / "quality.jsonl").read_text().splitlines()) == 1
+
+
+def _recorded(run, plan: dict) -> dict:
+    """A JSON line of `run` as if trained under `plan` (its config holds the run's signature)."""
+    return {"dataset": run.dataset, "model": run.model, "sampler": run.sampler, "variant": run.variant,
+            "seed": run.seed, "config": signature(run, plan)}
+
+
+@pytest.mark.parametrize("change", ["eval_args", "topk", "mdcns_peer_config"])
+def test_a_changed_nested_key_makes_its_runs_not_done(tmp_path, data_root, change):
+    """Lines count as done only under the plan's effective config, nested keys included; the
+    runs a change touches get another resume folder, the others keep theirs."""
+    plan = _plan(data_root)
+    plan["base_config"]["mdcns_peer_config"] = {"embedding_size": 16, "hidden_size": 16, "num_layers": 1}
+    plan["runs"].append({"sampler": "MDCNS"})
+    jsonl = tmp_path / JSONL
+    jsonl.write_text("".join(json.dumps(_recorded(run, plan)) + "\n" for run in planned_runs(plan)))
+    before = {run.key: run_folder(run, signature(run, plan), str(tmp_path)) for run in planned_runs(plan)}
+    rows, superseded = current_rows(str(jsonl), plan)
+    assert len(rows) == 3 and superseded == []
+
+    changed = yaml.safe_load(yaml.safe_dump(plan))
+    if change == "eval_args":  # every run
+        changed["base_config"]["eval_args"]["mode"] = {"valid": "full", "test": "uni100"}
+    elif change == "topk":  # every run
+        changed["base_config"]["topk"] = [10, 50]
+    else:  # only MDCNS's run: another peer for it alone
+        changed["runs"][-1]["config"] = {"mdcns_peer_config": {"embedding_size": 16, "hidden_size": 32, "num_layers": 1}}
+    affected = {run.key for run in planned_runs(plan) if change != "mdcns_peer_config" or run.sampler == "MDCNS"}
+    rows, superseded = current_rows(str(jsonl), changed)
+    assert {tuple(r[k] for k in ("dataset", "model", "sampler", "variant", "seed")) for r, _ in superseded} == affected
+    assert all(why.startswith(change) for _, why in superseded)
+    assert len(rows) == 3 - len(affected)
+    for run in planned_runs(changed):
+        moved = run_folder(run, signature(run, changed), str(tmp_path)) != before[run.key]
+        assert moved == (run.key in affected), run.label
+
+
+def _committed_files() -> dict[str, bytes]:
+    paths = [os.path.join(DEFAULT_OUT, name) for name in sorted(os.listdir(DEFAULT_OUT))]
+    paths = [p for p in paths if os.path.isfile(p)] + [str(REPO_ROOT / "README.md")]
+    return {path: Path(path).read_bytes() for path in paths}
+
+
+def test_a_plan_of_ones_own_leaves_the_committed_results_alone(tmp_path):
+    """A plan of one's own on one's own atomic dataset, run end to end with the default --out:
+    its results go beside the plan, the committed ones and the README stay as they were."""
+    committed = _committed_files()
+    plan = _plan(write_tiny_dataset(tmp_path / "atomic"))
+    plan["runs"] = [{"sampler": "uniform"}]
+    config = tmp_path / "my_plan.yaml"
+    config.write_text(yaml.safe_dump(plan))
+    assert default_out(DEFAULT_CONFIG) == DEFAULT_OUT
+    assert default_out(str(config)) == str(tmp_path / "my_plan_results")
+
+    assert quality.main(["--config", str(config)]) == 0
+    results = tmp_path / "my_plan_results"
+    assert len((results / JSONL).read_text().splitlines()) == 1
+    assert "Runs in the tables: 1 of the plan's 1." in (results / "quality.md").read_text()
+    assert _committed_files() == committed
+
+
+def test_only_the_committed_plan_syncs_the_readme(tmp_path, data_root, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\n")
+    config = tmp_path / "plan.yaml"
+    config.write_text(yaml.safe_dump(_plan(data_root)))
+    out = tmp_path / "results"
+    monkeypatch.setattr(quality, "README", str(readme))
+    monkeypatch.setattr(quality, "DEFAULT_OUT", str(out))
+    assert quality.main(["--config", str(config), "--out", str(out), "--render-only"]) == 0
+    assert "old" in readme.read_text()  # another plan, even written to the committed folder
+    monkeypatch.setattr(quality, "DEFAULT_CONFIG", str(config))
+    assert quality.main(["--config", str(config), "--out", str(out), "--render-only"]) == 0
+    assert readme.read_text() == f"intro\n{README_START}\nNo results yet.\n{README_END}\n"
+

@@ -1,0 +1,192 @@
+"""The quality benchmark's plan: loading it, its runs in order, where their data and results
+live, and each run's effective config (what decides whether a recorded run is still current).
+
+A plan (yaml) declares `datasets` (name -> a text file converted once by
+`recbole_mdcns.convert` into `data_dir`, default `benchmarks/data/`, or `{data_path: DIR}`
+for RecBole atomic files already at `DIR/<name>/<name>.inter`), `models`, `runs` (entries
+`{sampler, variant, models, datasets, seeds, config}`), `seeds`, `base_config` (the
+backbone, budget and protocol shared by every run) and optionally `published` (reference
+values shown beside the tables).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(REPO_ROOT, "benchmarks", "quality.yaml")
+DEFAULT_OUT = os.path.join(REPO_ROOT, "benchmarks", "results")
+DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "benchmarks", "data")
+ENTRY_FIELDS = {"sampler", "variant", "models", "datasets", "seeds", "config"}
+# keys the harness sets per run (over any value the plan gives them)
+HARNESS_KEYS = ("data_path", "checkpoint_dir", "sampler", "seed")
+
+
+class PlanError(ValueError):
+    """A malformed plan."""
+
+
+@dataclass
+class Run:
+    """One planned training run: a dataset, model, sampler (and row variant) and seed."""
+
+    dataset: str
+    model: str
+    sampler: str
+    variant: str
+    seed: int
+    config: dict[str, Any] = field(default_factory=dict)  # the entry's extra keys
+
+    @property
+    def key(self) -> tuple:
+        return (self.dataset, self.model, self.sampler, self.variant, self.seed)
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset} {self.model} {row_name(self.sampler, self.variant)} seed {self.seed}"
+
+
+def row_name(sampler: str, variant: str) -> str:
+    """A table row's name: `DNS (M5)`, or the sampler alone."""
+    return f"{sampler} ({variant})" if variant else sampler
+
+
+def resolve(path: str) -> str:
+    """`path`, relative ones taken from the repository root."""
+    return path if os.path.isabs(path) else os.path.join(REPO_ROOT, path)
+
+
+def default_out(plan_path: str) -> str:
+    """Where a plan's results go by default: `benchmarks/results/` for the committed plan,
+    `<plan's folder>/<plan's name>_results/` for any other, so that it never overwrites them."""
+    if os.path.abspath(plan_path) == DEFAULT_CONFIG:
+        return DEFAULT_OUT
+    stem = os.path.splitext(os.path.basename(plan_path))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(plan_path)), f"{stem}_results")
+
+
+def load_plan(path: str) -> dict[str, Any]:
+    """The plan of `path`, checked: required sections, entry fields, subsets of what is declared."""
+    with open(path, encoding="utf-8") as f:
+        plan = yaml.safe_load(f) or {}
+    missing = [k for k in ("datasets", "models", "runs", "seeds", "base_config") if k not in plan]
+    if missing:
+        raise PlanError(f"{path}: missing {', '.join(missing)}")
+    for i, entry in enumerate(plan["runs"]):
+        if not isinstance(entry, dict) or "sampler" not in entry:
+            raise PlanError(f"{path}: runs[{i}] needs a sampler: {entry!r}")
+        unknown = set(entry) - ENTRY_FIELDS
+        if unknown:
+            raise PlanError(f"{path}: runs[{i}] has unknown fields {sorted(unknown)}")
+        for scope, known in (("models", plan["models"]), ("datasets", list(plan["datasets"])), ("seeds", plan["seeds"])):
+            extra = set(entry.get(scope) or []) - set(known)
+            if extra:
+                raise PlanError(f"{path}: runs[{i}] names {scope} {sorted(extra)} not declared in {scope}")
+    return plan
+
+
+def planned_runs(plan: dict[str, Any]) -> list[Run]:
+    """Every run of the plan, in order: seed, run entry, model, dataset (so a partial set
+    holds the first seed of the first entries on every dataset)."""
+    runs: list[Run] = []
+    seen: set[tuple] = set()
+    for seed in plan["seeds"]:
+        for entry in plan["runs"]:
+            for model in plan["models"]:
+                for dataset in plan["datasets"]:
+                    scopes = (("models", model), ("datasets", dataset), ("seeds", seed))
+                    if any(entry.get(scope) and value not in entry[scope] for scope, value in scopes):
+                        continue
+                    run = Run(dataset, model, str(entry["sampler"]), str(entry.get("variant") or ""),
+                              int(seed), dict(entry.get("config") or {}))
+                    if run.key in seen:
+                        raise PlanError(f"two run entries give the same run: {run.label}")
+                    seen.add(run.key)
+                    runs.append(run)
+    return runs
+
+
+def _split(option: Optional[str]) -> Optional[set[str]]:
+    return {s.strip().lower() for s in option.split(",") if s.strip()} if option else None
+
+
+def select(runs: list[Run], done: set[tuple], datasets: Optional[str] = None,
+           samplers: Optional[str] = None) -> list[Run]:
+    """The runs still to do, restricted to the comma-separated datasets and samplers (any case)."""
+    only_datasets, only_samplers = _split(datasets), _split(samplers)
+    return [
+        run for run in runs
+        if run.key not in done
+        and (only_datasets is None or run.dataset.lower() in only_datasets)
+        and (only_samplers is None or run.sampler.lower() in only_samplers)
+    ]
+
+
+def conversion_dir(plan: dict[str, Any]) -> str:
+    """Where the plan's text sources are converted to atomic files."""
+    return resolve(str(plan.get("data_dir", DEFAULT_DATA_DIR)))
+
+
+def dataset_location(name: str, spec: Any, data_dir: str, convert_now: bool = True) -> str:
+    """The RecBole data_path holding `name/name.inter`, converting a text source once.
+
+    `spec`: a text file (sequence format) or `{source: FILE, format: sequence|interactions}`
+    to convert into `data_dir`, or `{data_path: DIR}` for atomic files already there."""
+    if isinstance(spec, str):
+        spec = {"source": spec}
+    if not isinstance(spec, dict) or ("source" in spec) == ("data_path" in spec):
+        raise PlanError(f"dataset {name}: give a source text file or a data_path, got {spec!r}")
+    if "data_path" in spec:
+        return resolve(str(spec["data_path"]))
+    inter = os.path.join(data_dir, name, f"{name}.inter")
+    if convert_now and not os.path.exists(inter):
+        from recbole_mdcns.convert import convert
+
+        counts = convert(resolve(str(spec["source"])), name, data_dir, spec.get("format", "sequence"))
+        print(f"converted {name}: {counts.users} users, {counts.items} items, "
+              f"{counts.interactions} interactions -> {inter}", flush=True)
+    return data_dir
+
+
+def config_dict(run: Run, base_config: dict[str, Any], data_path: str) -> dict[str, Any]:
+    """The keys a run gives RecBole's Config: base_config, the dataset's data_path, the
+    entry's config, then the run's sampler and seed."""
+    return {**base_config, "data_path": data_path, **run.config, "sampler": run.sampler, "seed": run.seed}
+
+
+def plan_keys(run: Run, base_config: dict[str, Any]) -> list[str]:
+    """The config keys the plan chooses for `run` (base_config's, then its entry's), in that
+    order, without those the harness sets per run."""
+    return [k for k in {**base_config, **run.config} if k not in HARNESS_KEYS]
+
+
+def signature(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
+    """The run's effective value of every key the plan chooses, nested ones whole, as
+    RecBole's Config normalises it (`eval_args.mode: full` becomes `{valid: full, test: full}`)
+    and as a run's JSON line records it: a line whose config differs on any of them is not
+    this run. Builds the Config without loading data (RecBole's Config also reads
+    `--key=value` from sys.argv: callers clear it first)."""
+    from recbole_mdcns.checkpoint import plain
+    from recbole_mdcns.config import Config
+
+    location = dataset_location(run.dataset, plan["datasets"][run.dataset], conversion_dir(plan), convert_now=False)
+    config = Config(model=run.model, dataset=run.dataset,
+                    config_dict=config_dict(run, plan["base_config"], location))
+    effective = json.loads(json.dumps(plain(dict(config.final_config_dict))))  # as a JSON line holds it
+    return {k: effective.get(k) for k in plan_keys(run, plan["base_config"])}
+
+
+def differences(expected: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
+    """`key value` for each key of a signature whose value in a line's `recorded` config
+    differs (the recorded value shown); [] when the line is a run of that signature."""
+    return [f"{k} {recorded.get(k)}" for k, v in expected.items() if recorded.get(k) != v]
+
+
+def digest(values: dict[str, Any]) -> str:
+    """A short digest of a signature (the resume folder's suffix)."""
+    return hashlib.sha1(json.dumps(values, sort_keys=True).encode()).hexdigest()[:8]

@@ -1,0 +1,138 @@
+"""The quality benchmark's report: `quality.md` (a table per dataset and model, the
+superseded lines, the machines) and its copy in the top-level README."""
+from __future__ import annotations
+
+import os
+import statistics
+from typing import Any, Optional
+
+from benchmarks.benchlib import describe, mean_std, write_atomic
+from benchmarks.quality_plan import REPO_ROOT, planned_runs, row_name
+from benchmarks.quality_results import Row, current_rows, grouped, published_range
+
+REFERENCE = "uniform"  # the row the NDCG@10 ratio is taken against
+TABLE_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"), ("ndcg@20", "NDCG@20"), ("hit@20", "HR@20")]
+MASKED_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10")]
+RATIO_METRIC = "ndcg@10"
+README = os.path.join(REPO_ROOT, "README.md")
+README_START = "<!-- quality tables: written by benchmarks/quality.py from benchmarks/results/quality.md -->"
+README_END = "<!-- end of quality tables -->"
+
+
+def _format_range(bounds: Optional[tuple[float, float]]) -> str:
+    if bounds is None:
+        return "–"
+    low, high = bounds
+    return f"{low:.4f}" if low == high else f"{low:.4f}-{high:.4f}"
+
+
+def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = None,
+           published: Optional[dict[str, dict[str, Any]]] = None, planned: Optional[int] = None) -> str:
+    """The markdown tables of `results`: one per dataset and model, a row per sampler and
+    variant, beside the `published` masked NDCG@10 (dataset -> model -> row name -> value or
+    [low, high]); then the `superseded` lines, one table row each; then how many of the
+    `planned` runs the tables hold, and the machines."""
+    groups = grouped(results)
+    published = published or {}
+    lines = [
+        "# Quality: test metrics per sampler",
+        "",
+        "Leave-one-out (RecBole `eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user,",
+        "mode: full}`), ranking over all items; early stopping on valid NDCG@10, test with the best",
+        "checkpoint. Mean ± standard deviation over seeds; HR is RecBole's Hit. The first four",
+        "metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
+        "models); `masked` ranks without them, the protocol of the published reference points.",
+        "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
+        f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
+        "is training time alone, per machine (listed at the end; a row's seeds may come from",
+        "different machines). `at cap` counts the runs that the epoch cap ended before early stopping",
+        "did (their best valid epoch among the last few): their figures may be lower bounds. Written",
+        "by `benchmarks/quality.py` from `quality.jsonl`.",
+    ]
+    if not groups:
+        lines += ["", "No results yet."]
+    every_row = results + [row for row, _ in superseded or []]
+    machines = {name: chr(ord("A") + i) for i, name in enumerate(sorted({_machine_name(r) for r in every_row}))}
+    sharing: dict[str, set[str]] = {}  # machine -> how runs shared it, where a line records it
+    for r in every_row:
+        if r.get("concurrent_runs"):
+            alone = r["concurrent_runs"] == 1
+            sharing.setdefault(_machine_name(r), set()).add(
+                ("1 run alone" if alone else f"{r['concurrent_runs']} runs at a time")
+                + f", {r['threads']} CPU thread(s)" + ("" if alone else " each"))
+    for (dataset, model), rows in groups.items():
+        reference = next((runs for (s, v), runs in rows.items() if s.lower() == REFERENCE and not v), None)
+        ref_mean = statistics.mean(r["test"][RATIO_METRIC] for r in reference) if reference else None
+        lines += ["", f"## {dataset}, {model}", "",
+                  "| sampler | " + " | ".join(f"test {title}" for _, title in TABLE_METRICS)
+                  + " | " + " | ".join(f"masked {title}" for _, title in MASKED_METRICS)
+                  + f" | published | ratio to {REFERENCE} | runs | epochs | at cap | s/epoch |",
+                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + 6)]
+        for (sampler, variant), runs in rows.items():
+            cells = [mean_std([r["test"][m] for r in runs if m in r["test"]]) for m, _ in TABLE_METRICS]
+            cells += [mean_std([r["test_masked"][m] for r in runs if m in r.get("test_masked", {})])
+                      for m, _ in MASKED_METRICS]
+            ours = [r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]]
+            ratio = f"{statistics.mean(ours) / ref_mean:.3f}" if ours and ref_mean else "–"
+            epochs = statistics.mean(r["epochs_run"] for r in runs)
+            at_cap = sum(r["epochs_run"] == r.get("config", {}).get("epochs") for r in runs)
+            speed = _speeds_by_machine(runs, machines)
+            reported = _format_range(published_range(published, dataset, model, row_name(sampler, variant)))
+            lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
+                         + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {at_cap} | {speed} |")
+    if superseded:
+        lines += ["", "## Superseded lines", "",
+                  "In `quality.jsonl` but not in the tables above: trained with other values of the plan's keys",
+                  "(the run's values shown), no longer planned, or repeated by a later line.", "",
+                  "| dataset | model | sampler | seed | trained with | test NDCG@10 | masked NDCG@10 | epochs |",
+                  "|---|---|---|---:|---|---:|---:|---:|"]
+        for row, why in sorted(superseded, key=lambda item: (item[0].get("timestamp", ""), item[1])):
+            masked = row.get("test_masked", {}).get(RATIO_METRIC)
+            lines.append(f"| {row['dataset']} | {row['model']} | {row_name(row['sampler'], row['variant'])} "
+                         f"| {row['seed']} | {why} | {row['test'][RATIO_METRIC]:.4f} | "
+                         f"{'–' if masked is None else f'{masked:.4f}'} | {row['epochs_run']} |")
+    if planned is not None:
+        lines += ["", f"Runs in the tables: {len(results)} of the plan's {planned}."]
+    for name, letter in machines.items():
+        shared = "; ".join(sorted(sharing.get(name, ())))
+        lines += ["", f"Machine {letter}: {name}" + (f" ({shared})" if shared else "")]
+    return "\n".join(lines) + "\n"
+
+
+def render_plan(jsonl_path: str, plan: dict[str, Any]) -> str:
+    """quality.md: the tables of the lines of `jsonl_path` that `plan` asks for (`render`)."""
+    rows, superseded = current_rows(jsonl_path, plan)
+    return render(rows, superseded, plan.get("published"), len(planned_runs(plan)))
+
+
+def _machine_name(row: Row) -> str:
+    """The machine a row was trained on."""
+    return describe(row["machine"]) if row.get("machine") else "not recorded"
+
+
+def _speeds_by_machine(runs: list[Row], machines: dict[str, str]) -> str:
+    """Mean training seconds per epoch, one figure per machine: `30.5 (A); 4.1 (B)`."""
+    by_machine: dict[str, list[float]] = {}
+    for r in runs:
+        if r.get("seconds_per_epoch") is not None:
+            by_machine.setdefault(machines[_machine_name(r)], []).append(r["seconds_per_epoch"])
+    return "; ".join(f"{statistics.mean(v):.1f} ({m})" for m, v in sorted(by_machine.items())) or "–"
+
+
+def sync_readme(readme_path: str, markdown: str) -> bool:
+    """Copy `markdown`'s tables (from its first `## ` heading on, headings as `Title:` lines)
+    between the README's two quality markers (the file is rewritten only when that changes
+    it); False when the README has no markers."""
+    with open(readme_path) as f:
+        text = f.read()
+    if README_START not in text or README_END not in text:
+        return False
+    body = markdown[markdown.index("\n## ") + 1:] if "\n## " in markdown else "No results yet.\n"
+    body = "\n".join(f"{line[3:]}:" if line.startswith("## ") else line for line in body.splitlines())
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    synced = f"{head}{README_START}\n{body}\n{README_END}{tail}"
+    if synced != text:
+        write_atomic(readme_path, synced)
+    return True
+
