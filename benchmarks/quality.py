@@ -5,6 +5,7 @@
     python benchmarks/quality.py --dry-run                        # list the runs still to do
     python benchmarks/quality.py --only-datasets LastFM --only-samplers uniform,DNS --max-runs 4
     python benchmarks/quality.py --render-only                    # rewrite quality.md and the plots
+    python benchmarks/quality.py --config benchmarks/example_plan.yaml  # a plan of one's own
 
 The plan (`--config`, default `benchmarks/quality.yaml`; its format: `quality_plan.py`)
 lists datasets, models, run entries, seeds and the `base_config` shared by every run. Runs

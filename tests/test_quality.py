@@ -382,3 +382,12 @@ def test_only_the_committed_plan_syncs_the_readme(tmp_path, data_root, monkeypat
     assert quality.main(["--config", str(config), "--out", str(out), "--render-only"]) == 0
     assert readme.read_text() == f"intro\n{README_START}\nNo results yet.\n{README_END}\n"
 
+
+def test_the_example_plan(tmp_path, capsys):
+    """benchmarks/example_plan.yaml loads, its runs' configs build, a dry run writes nothing."""
+    example = str(REPO_ROOT / "benchmarks" / "example_plan.yaml")
+    assert default_out(example) == str(REPO_ROOT / "benchmarks" / "example_plan_results")
+    out = tmp_path / "example"
+    assert quality.main(["--config", example, "--out", str(out), "--dry-run"]) == 0
+    assert "4 runs to do" in capsys.readouterr().out
+    assert not out.exists()
