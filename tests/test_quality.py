@@ -14,7 +14,7 @@ from benchmarks import quality
 from benchmarks.quality_plan import (
     DEFAULT_CONFIG, DEFAULT_OUT, PlanError, dataset_location, default_out, load_plan, planned_runs, select, signature)
 from benchmarks.quality_report import README_END, README_START, render, render_plan, sync_readme
-from benchmarks.quality_results import JSONL, current_rows
+from benchmarks.quality_results import JSONL, current_rows, row_key
 from benchmarks.quality_run import UNFINISHED, earlier_items, ranking_metrics, run_folder
 from conftest import write_tiny_dataset
 
@@ -336,7 +336,7 @@ def test_a_changed_nested_key_makes_its_runs_not_done(tmp_path, data_root, chang
         changed["runs"][-1]["config"] = {"mdcns_peer_config": {"embedding_size": 16, "hidden_size": 32, "num_layers": 1}}
     affected = {run.key for run in planned_runs(plan) if change != "mdcns_peer_config" or run.sampler == "MDCNS"}
     rows, superseded = current_rows(str(jsonl), changed)
-    assert {tuple(r[k] for k in ("dataset", "model", "sampler", "variant", "seed")) for r, _ in superseded} == affected
+    assert {row_key(row) for row, _ in superseded} == affected
     assert all(why.startswith(change) for _, why in superseded)
     assert len(rows) == 3 - len(affected)
     for run in planned_runs(changed):
