@@ -1,9 +1,10 @@
 """Fixes that let RecBole 1.2.1 run on today's stack (numpy 2, torch >= 2.6).
 
-`apply()` is idempotent and is called once when the package is imported. Each fix
-states its cause. Nothing here changes `torch.load` for the rest of the process: the
-plugin's own checkpoints are written in a form that loads with `weights_only=True`
-(see `recbole_mdcns.checkpoint`).
+`apply()` runs once when the package is imported. Each fix states its cause, and each
+changes no more than it must; the README lists them ("What importing the plugin
+changes"). Nothing here changes `torch.load` for the rest of the process: the plugin's
+own checkpoints are written in a form that loads with `weights_only=True` (see
+`recbole_mdcns.checkpoint`).
 """
 from __future__ import annotations
 
@@ -15,31 +16,43 @@ import torch
 
 _APPLIED = False
 
-# numpy 2 removed these aliases; RecBole's `Config.compatibility_settings` reads the
-# first three and ray 2.6 reads `np.bool8`. Added only where missing, so numpy 1.26
-# keeps its own objects.
-_NUMPY_ALIASES = {
-    "float_": np.float64,
-    "complex_": np.complex128,
-    "unicode_": np.str_,
-    "bool8": np.bool_,
-}
+
+def _recbole_compatibility_settings(self) -> None:
+    # RecBole's Config.compatibility_settings sets numpy's removed aliases (np.bool, np.int,
+    # np.float, ...) for RecBole's own code, reading np.float_, np.complex_ and np.unicode_,
+    # which numpy 2 removed. The same aliases, from names both numpy 1 and 2 have.
+    for alias, value in {"bool": np.bool_, "int": np.int_, "float": np.float64, "complex": np.complex128,
+                         "object": np.object_, "str": np.str_, "long": np.int_, "unicode": np.str_}.items():
+        setattr(np, alias, value)
 
 
-def _add_numpy_aliases() -> None:
-    for name, value in _NUMPY_ALIASES.items():
-        if name not in np.__dict__:
-            setattr(np, name, value)
+def _patch_recbole_config() -> None:
+    from recbole.config import Config
+
+    Config.compatibility_settings = _recbole_compatibility_settings
 
 
-def _import_models_without_anomaly_detection() -> None:
-    # recbole/model/sequential_recommender/sine.py calls
-    # torch.autograd.set_detect_anomaly(True) at import time, which makes every
-    # training run 1.3-1.5x slower. Import the model package once (as get_model
-    # would) and switch the detector back off.
+def _add_bool8_for_ray() -> None:
+    # ray 2.6 (which `recbole.quick_start` imports) reads np.bool8, removed in numpy 2.
+    # Added only where missing, so numpy 1.26 keeps its own.
+    if "bool8" not in np.__dict__:
+        np.bool8 = np.bool_
+
+
+def _undo_recbole_anomaly_detection() -> None:
+    # recbole/model/sequential_recommender/sine.py calls torch.autograd.set_detect_anomaly(True)
+    # at import time, which makes every training run 1.3-1.5x slower. Import the model
+    # package once (as get_model would) and switch the detector off only if that import
+    # is what switched it on: a user's own set_detect_anomaly(True) stays.
+    import sys
+
+    if "recbole.model.sequential_recommender" in sys.modules:
+        return  # imported before the plugin: whatever is set now is not ours to undo
+    was_enabled = torch.is_anomaly_enabled()
     import recbole.model.sequential_recommender  # noqa: F401
 
-    torch.autograd.set_detect_anomaly(False)
+    if not was_enabled:
+        torch.autograd.set_detect_anomaly(False)
 
 
 def _silence_recbole_future_warnings() -> None:
@@ -77,8 +90,9 @@ def apply() -> None:
     global _APPLIED
     if _APPLIED:
         return
-    _add_numpy_aliases()
+    _undo_recbole_anomaly_detection()  # first: before anything else can import RecBole's models
+    _patch_recbole_config()
+    _add_bool8_for_ray()
     _silence_recbole_future_warnings()
     _race_free_ensure_dir()
-    _import_models_without_anomaly_detection()
     _APPLIED = True

@@ -1,28 +1,23 @@
 """RecBole's Config plus the plugin's keys: sampler defaults and their validation.
 
-Priority, lowest first: RecBole's own defaults, the plugin's shared sampler defaults
-(`properties/sampler.yaml`), the chosen sampler's defaults (`properties/<name>.yaml`),
-then the user's yaml files, config dict and `--key=value` command line, as in RecBole.
+Priority, lowest first: RecBole's own defaults, the chosen sampler's declared defaults
+(its `Param`s, shared keys included), then the user's yaml files, config dict and
+`--key=value` command line, as in RecBole.
 """
 from __future__ import annotations
 
 import difflib
-import os
 from typing import Any
 
 import torch
-import yaml
 from recbole.config import Config as RecBoleConfig
 
-from recbole_mdcns import compat
 from recbole_mdcns.params import ConfigError
-from recbole_mdcns.samplers import sampler_class
-from recbole_mdcns.samplers.base import known_keys
+from recbole_mdcns.samplers import SAMPLERS, sampler_class
+from recbole_mdcns.samplers.base import key_prefixes, known_keys
 from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
-PROPERTIES = os.path.join(os.path.dirname(os.path.realpath(__file__)), "properties")
-PLUGIN_PREFIXES = ("neg_", "dns_", "popularity_", "genni_", "divns_", "mdcns_")
 RECBOLE_LEGACY_KEYS = {"neg_sampling"}  # RecBole's own (deprecated) key with a plugin prefix
 
 
@@ -31,26 +26,32 @@ def is_active(sampler) -> bool:
     return sampler is not None and str(sampler).lower() != "none"
 
 
-def default_files(sampler: str) -> list[str]:
-    """The yaml files of a sampler's defaults, lowest priority first."""
-    own = os.path.join(PROPERTIES, f"{str(sampler).lower()}.yaml")
-    return [os.path.join(PROPERTIES, "sampler.yaml")] + ([own] if os.path.isfile(own) else [])
-
-
-def sampler_defaults(sampler: str) -> dict[str, Any]:
-    """A sampler's default keys (shared ones included)."""
-    defaults: dict[str, Any] = {}
-    for file in default_files(sampler):
-        with open(file, encoding="utf-8") as f:
-            defaults.update(yaml.safe_load(f) or {})
-    return defaults
+def startup_notes(config: Any) -> list[str]:
+    """What a user should know before training starts, one line each: the default sampler
+    trains a second model, which set keys go unused."""
+    sampler = config["sampler"]
+    if not is_active(sampler):
+        return []
+    user_set = getattr(config, "external_config_dict", {})
+    cls = sampler_class(sampler)
+    notes = []
+    if "sampler" not in user_set and cls.name == DEFAULT_SAMPLER:
+        notes.append(f"sampler = {DEFAULT_SAMPLER} (the default): it trains a second model, the peer "
+                     f"{config['mdcns_peer_model']}, beside {config['model']}; set sampler: uniform for one model")
+    if config["loss_type"] is not None:
+        notes.append(f"loss_type = {config['loss_type']} is not used: the sampler trains {config['model']} with "
+                     f"neg_loss = {config['neg_loss']} over its negatives (sampler: none trains with loss_type)")
+    if "neg_candidate_num" in user_set and not cls.uses_candidate_pool:
+        pools = ", ".join(c.name for c in SAMPLERS.values() if c.uses_candidate_pool)
+        notes.append(f"neg_candidate_num = {user_set['neg_candidate_num']} is not used by {cls.name} "
+                     f"(only {pools} score a candidate pool)")
+    return notes
 
 
 class Config(RecBoleConfig):
     """`recbole.config.Config` that knows the `sampler` key and the keys of each sampler."""
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
-        compat.apply()
         super().__init__(model, dataset, config_file_list, config_dict)
         self._validate()
 
@@ -58,9 +59,8 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         sampler = self.external_config_dict.get("sampler", DEFAULT_SAMPLER)
         self.internal_config_dict["sampler"] = DEFAULT_SAMPLER
-        if is_active(sampler):
-            for file in default_files(sampler):
-                self._update_internal_config_dict(file)
+        if is_active(sampler) and str(sampler).lower() in SAMPLERS:  # an unknown one is reported by _validate
+            self.internal_config_dict.update(SAMPLERS[str(sampler).lower()].defaults())
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
@@ -131,10 +131,10 @@ class Config(RecBoleConfig):
 
     def _typos(self) -> list[str]:
         """User keys with a plugin prefix that no sampler knows, with the closest known key."""
-        known = known_keys()
+        known, prefixes = known_keys(), key_prefixes()
         problems = []
         for key in sorted(self.external_config_dict):
-            if not key.startswith(PLUGIN_PREFIXES) or key in known or key in RECBOLE_LEGACY_KEYS:
+            if not key.startswith(prefixes) or key in known or key in RECBOLE_LEGACY_KEYS:
                 continue
             if key in self.internal_config_dict:  # a RecBole or model key
                 continue

@@ -1,9 +1,12 @@
-"""Typed, range-checked plugin config keys and the error that reports bad ones."""
+"""Plugin config keys, each declared once with its type, default, range and meaning, and
+the error that reports bad values."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
+
+import yaml
 
 
 class ConfigError(ValueError):
@@ -18,7 +21,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    """A config key with its type and allowed values.
+    """A config key: its type, default, meaning and allowed values. The one source of the
+    key's validation, its default in the Config and its row in the README's key table.
 
     `kind` is int, float, bool, str, or dict (a dict, or the path of a yaml file holding
     one). Numbers may carry bounds (`minimum`/`maximum`,
@@ -28,11 +32,18 @@ class Param:
 
     key: str
     kind: type
+    default: Any = field(compare=False)
+    doc: str = field(compare=False)
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     minimum_exclusive: bool = False
     maximum_exclusive: bool = False
     choices: Optional[tuple] = None
+
+    def table_row(self, scope: str) -> str:
+        """This key's row of the README's key table: | scope | `key` | `default` | meaning |."""
+        default = yaml.safe_dump(self.default, default_flow_style=True).strip().removesuffix("\n...")
+        return f"| {scope} | `{self.key}` | `{default}` | {self.doc} |"
 
     def allowed(self) -> str:
         if self.choices is not None:

@@ -1,9 +1,11 @@
-"""The one Trainer subclass: RecBole's fit loop with the sampler's loss per batch.
+"""The one Trainer subclass: RecBole's fit loop, with every model that trains in one step.
 
-RecBole's `_train_epoch` already takes the per-batch loss as an argument, so the fit
-loop, evaluation, early stopping, logging, tensorboard and progress bars stay
-RecBole's. Overridden: the per-batch loss (through `_train_epoch`'s `loss_func`), the
-epoch's log line (the sampler's diagnostics beside the loss) and the checkpoints.
+RecBole's fit loop, evaluation, early stopping, logging, tensorboard and progress bars
+stay RecBole's. Overridden: the training epoch, whose step trains self and the models
+the sampler co-trains (MDCNS's peer) together: one encoder pass each, the sampler's
+loss, one backward, then for each model AMP unscaling, clipping and its optimiser's
+step; the epoch's log line (the sampler's diagnostics beside the loss); and the
+checkpoints, which hold every trained model and its optimiser.
 
 Two checkpoint files, both plain and weights_only-loadable: RecBole's best model
 (`saved_model_file`, written when validation improves) and the training state
@@ -14,18 +16,36 @@ every random generator). Resuming from the latter continues the run exactly.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.trainer.trainer import AbstractTrainer
-from recbole.utils import set_color
+from recbole.utils import get_gpu_usage, set_color
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.nn.utils.clip_grad import clip_grad_norm_
+from tqdm import tqdm
 
 from recbole_mdcns import checkpoint
-from recbole_mdcns.parallel import distributed
+from recbole_mdcns.config import startup_notes
+from recbole_mdcns.parallel import arm_gradient_sync, distributed
 from recbole_mdcns.samplers.base import Loss, NegativeSampler
 from recbole_mdcns.scoring import encode_batch
+
+SELF = "self"  # the name of the model the user asked for among the trained models
+
+
+@dataclass
+class TrainedModel:
+    """A model the trainer steps: self, or one a sampler co-trains."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    clip_grad_norm: Optional[dict[str, Any]]
+    wrapper: Optional[DistributedDataParallel]  # DDP, in a multi-process run
 
 
 class _DeviceAwareDistributed(AbstractTrainer):
@@ -61,30 +81,74 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             names = [self.saved_model_file]
             torch.distributed.broadcast_object_list(names, src=0)
             self.saved_model_file = names[0]
-        if sampler is not None:
-            sampler.attach(self)
-            self.optimizer.register_step_post_hook(lambda *_: sampler.after_optimizer_step())
+        for note in startup_notes(sampler.config) if sampler is not None else []:
+            self.logger.info(set_color("recbole-mdcns", "blue") + f": {note}")
+        # RecBole enables the scaler on CUDA only; torch's GradScaler also runs on CPU
+        self.enable_scaler = bool(config["enable_scaler"])
+        self.trained = {SELF: TrainedModel(self.model, self.optimizer, self.clip_grad_norm,
+                                           getattr(self, "distributed_model", None))}
+        for name, co in (sampler.co_trained if sampler is not None else {}).items():
+            optimizer = self._build_optimizer(params=co.model.parameters(), learner=co.config["learner"],
+                                              learning_rate=co.config["learning_rate"],
+                                              weight_decay=co.config["weight_decay"])
+            wrapper = None if config["single_spec"] else distributed(co.model, config)
+            self.trained[name] = TrainedModel(co.model, optimizer, co.config["clip_grad_norm"], wrapper)
 
-    def _sampled_loss(self, interaction: Interaction) -> Loss:
-        return self.sampler.loss(encode_batch(self.model, interaction))
+    def train_step(self, interaction: Interaction, scaler: Optional[torch.amp.GradScaler] = None) -> Loss:
+        """One optimisation step of every trained model on one batch; returns the loss
+        (or its parts) as numbers."""
+        scaler = scaler or torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
+        trained = self.trained.values()
+        for part in trained:
+            part.optimizer.zero_grad()
+        sync_loss = sum(arm_gradient_sync(part.model, part.wrapper) for part in trained if part.wrapper is not None)
+        with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
+            if self.sampler is None:
+                losses = self.model.calculate_loss(interaction)
+            else:
+                encoded = {name: encode_batch(part.model, interaction) for name, part in self.trained.items()}
+                losses = self.sampler.loss(encoded.pop(SELF), encoded)
+        loss = sum(losses) if isinstance(losses, tuple) else losses
+        self._check_nan(loss)
+        scaler.scale(loss + sync_loss).backward()
+        for part in trained:
+            if part.clip_grad_norm:
+                scaler.unscale_(part.optimizer)
+                clip_grad_norm_(part.model.parameters(), **part.clip_grad_norm)
+            scaler.step(part.optimizer)
+        scaler.update()
+        return tuple(p.item() for p in losses) if isinstance(losses, tuple) else losses.item()
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self._saving = saved
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        # RecBole's signature; the loss is the sampler's, or the model's with no sampler
         generator = getattr(train_data, "generator", None)
         if self._pending_rng is not None:
             checkpoint.set_rng_state(self._pending_rng, generator)
             self._pending_rng = None
         if self._saving:
             self._save_training_state(epoch_idx, generator)
-        if self.sampler is None:
-            return super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
-        loss = super()._train_epoch(train_data, epoch_idx, self._sampled_loss, show_progress)
-        self.sampler.on_epoch_end(epoch_idx)
-        self.diagnostics = self.sampler.pop_diagnostics()
-        return loss
+        for part in self.trained.values():
+            part.model.train()
+        if not self.config["single_spec"] and train_data.shuffle:
+            train_data.sampler.set_epoch(epoch_idx)
+        batches = tqdm(train_data, total=len(train_data), ncols=100,
+                       desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
+        total = None
+        for interaction in batches:
+            losses = self.train_step(interaction.to(self.device), scaler)
+            total = losses if total is None else (
+                tuple(map(sum, zip(total, losses))) if isinstance(losses, tuple) else total + losses)
+            if self.gpu_available and show_progress:
+                batches.set_postfix_str(set_color("GPU RAM: " + get_gpu_usage(self.device), "yellow"))
+        if self.sampler is not None:
+            self.sampler.on_epoch_end(epoch_idx)
+            self.diagnostics = self.sampler.pop_diagnostics()
+        return total
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         line = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
@@ -119,6 +183,8 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            "co_trained": {name: {"state_dict": part.model.state_dict(), "optimizer": part.optimizer.state_dict()}
+                           for name, part in self.trained.items() if name != SELF},
             "sampler": self.sampler.state_dict() if self.sampler is not None else {},
         }
 
@@ -154,6 +220,9 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         self.best_valid_score = state["best_valid_score"]
         self.best_valid_result = state.get("best_valid_result")
         self.optimizer.load_state_dict(state["optimizer"])
+        for name, saved in state.get("co_trained", {}).items():
+            self.trained[name].model.load_state_dict(saved["state_dict"])
+            self.trained[name].optimizer.load_state_dict(saved["optimizer"])
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
         if "rng" in state:

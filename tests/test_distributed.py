@@ -4,7 +4,10 @@ from __future__ import annotations
 import statistics
 
 import pytest
+import torch
 
+from recbole_mdcns import build_experiment
+from recbole_mdcns.config import Config
 from recbole_mdcns.quick_start import run, run_recbole_mdcns
 
 SEEDS = (1, 2, 3)
@@ -22,3 +25,29 @@ def test_two_gloo_processes_match_one_within_seed_noise(sampler, port, tiny_conf
               for s in SEEDS]
     tolerance = max(3 * statistics.stdev(single), 0.03)
     assert abs(two["best_valid_result"]["ndcg@10"] - statistics.mean(single)) <= tolerance
+
+
+def _one_step_on_each_rank(rank: int, keys: dict, out: str) -> None:
+    """One training step on each rank's own shard, then every trained model's weights gathered to rank 0."""
+    config = Config("SASRec", config_dict={**keys, "local_rank": rank})
+    built = build_experiment(config)
+    built.trainer.train_step(next(iter(built.train_data)).to(config["device"]))
+    weights = {name: torch.cat([p.detach().flatten() for p in part.model.parameters()])
+               for name, part in built.trainer.trained.items()}
+    gathered = [None, None]
+    torch.distributed.all_gather_object(gathered, weights)
+    if rank == 0:
+        torch.save(gathered, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_ranks_hold_identical_weights_of_self_and_peer_after_a_step(tiny_config, tmp_path):
+    keys = {**tiny_config, "sampler": "MDCNS", "dist_backend": "gloo", "world_size": 2, "nproc": 2, "offset": 0,
+            "ip": "localhost", "port": "29613",
+            "mdcns_peer_config": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1}}
+    out = str(tmp_path / "weights.pt")
+    torch.multiprocessing.spawn(_one_step_on_each_rank, args=(keys, out), nprocs=2, join=True)
+    rank0, rank1 = torch.load(out, weights_only=True)
+    assert set(rank0) == {"self", "peer"}
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch
 from recbole_mdcns import ConfigError, run_recbole_mdcns
 from recbole_mdcns.config import Config
 from recbole_mdcns import build_experiment
-from recbole_mdcns.samplers.mdcns import MDCNSWeights, consensus_distillation, mdcns_losses, select_negatives
+from recbole_mdcns.samplers.mdcns import PeerConfig, MDCNSWeights, consensus_distillation, mdcns_losses, select_negatives
 
 SMALL_PEER = {"embedding_size": 16, "hidden_size": 16, "n_layers": 1, "num_layers": 1, "inner_size": 32, "n_heads": 1}
 
@@ -54,66 +55,153 @@ def test_distillation_is_zero_on_agreement_positive_otherwise_with_the_right_gra
     assert z_peer.grad is None or z_peer.grad.abs().sum() == 0  # no gradient through the teacher
 
 
+WEIGHTS = dict(alpha=1.0, beta=1.0, gamma=1.0, kd_weight=10.0, tau=1.0, kd_with_positive=True, single_source=False)
+
+
+def weights(**changes) -> MDCNSWeights:
+    return MDCNSWeights(**{**WEIGHTS, **changes})
+
+
+def bpr(p: float, n: float) -> float:
+    return -math.log(1 / (1 + math.exp(-(p - n))))
+
+
+def test_each_model_is_ranked_on_every_view_with_its_weight():
+    # one row, four candidates; each view picks another one
+    p_self, p_peer = torch.tensor([0.5]), torch.tensor([-0.2])
+    s_self, s_peer = torch.tensor([[0.1, 0.7, -0.3, 0.4]]), torch.tensor([[0.9, -0.5, 0.2, 0.3]])
+    chosen = {"self": torch.tensor([[1]]), "peer": torch.tensor([[0]]), "teacher": torch.tensor([[3]])}
+    w = weights(alpha=1.0, beta=2.0, gamma=5.0, kd_weight=0)
+    self_loss, peer_loss, kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, w, "BPR")
+    # L_S = alpha l(self's pick) + beta l(peer's pick) + gamma l(teacher's pick), scored by self
+    assert self_loss.item() == pytest.approx(1 * bpr(0.5, 0.7) + 2 * bpr(0.5, 0.1) + 5 * bpr(0.5, 0.4), rel=1e-6)
+    # L_P: the roles of self and peer swapped, scored by the peer
+    assert peer_loss.item() == pytest.approx(1 * bpr(-0.2, 0.9) + 2 * bpr(-0.2, -0.5) + 5 * bpr(-0.2, 0.3), rel=1e-6)
+    assert kd.item() == 0
+    single_self, single_peer, _ = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(single_source=True, kd_weight=0), "BPR")
+    assert single_self.item() == pytest.approx(bpr(0.5, 0.7), rel=1e-6)
+    assert single_peer.item() == pytest.approx(bpr(-0.2, 0.9), rel=1e-6)
+
+
+@pytest.mark.parametrize("with_positive", [True, False])
+def test_distillation_covers_the_positive_only_when_asked(with_positive):
+    torch.manual_seed(2)
+    p_self, p_peer, s_self, s_peer = torch.randn(5), torch.randn(5), torch.randn(5, 4), torch.randn(5, 4)
+    chosen = select_negatives(s_self, s_peer, 1.0, 1, 1, "mean")
+    kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(kd_weight=3.0, tau=2.0, kd_with_positive=with_positive), "BCE")[2]
+    z_self = torch.cat([p_self.unsqueeze(1), s_self], 1) if with_positive else s_self
+    z_peer = torch.cat([p_peer.unsqueeze(1), s_peer], 1) if with_positive else s_peer
+    assert kd.item() == pytest.approx(3.0 * sum(consensus_distillation(z_self, z_peer, 2.0)).item(), rel=1e-6)
+
+
 def test_each_ablation_switch_changes_exactly_its_part():
     torch.manual_seed(1)
     p_self, p_peer = torch.randn(8), torch.randn(8)
     s_self, s_peer = torch.randn(8, 6), torch.randn(8, 6)
     chosen = select_negatives(s_self, s_peer, 1.0, 1, 1, "mean")
-    full = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, MDCNSWeights(), "BCE")
-    no_kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, MDCNSWeights(kd_weight=0), "BCE")
+    full = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(), "BCE")
+    no_kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(kd_weight=0), "BCE")
     assert torch.equal(full[0], no_kd[0]) and torch.equal(full[1], no_kd[1])
     assert full[2] > 0 and no_kd[2] == 0
 
     no_divergence = select_negatives(s_self, s_peer, 0.0, 1, 1, "mean")
     assert torch.equal(no_divergence["self"].squeeze(1), s_self.argmax(1))
     assert torch.equal(no_divergence["peer"].squeeze(1), s_peer.argmax(1))
-    plain = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, MDCNSWeights(), "BCE")
+    plain = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, weights(), "BCE")
     assert torch.equal(plain[2], full[2])  # distillation does not depend on the picks
 
-    single = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, MDCNSWeights(single_source=True, kd_weight=0), "BCE")
+    single = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, weights(single_source=True, kd_weight=0), "BCE")
     hardest = s_self.max(1).values
     dns = (-torch.nn.functional.logsigmoid(p_self) - torch.nn.functional.logsigmoid(-hardest)).mean()
     assert torch.isclose(single[0], dns)  # self trained by DNS on its own view alone
 
 
+def peer_of(run) -> torch.nn.Module:
+    return run.trainer.trained["peer"].model
+
+
 @pytest.mark.parametrize("model, peer", [("SASRec", "GRU4Rec"), ("GRU4Rec", "NARM"), ("SASRec", "SASRec")])
-def test_self_and_peer_of_different_classes_train_a_batch(tiny_config, model, peer):
+def test_one_step_trains_self_and_peer_together(tiny_config, model, peer):
     keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_model": peer, "mdcns_peer_config": SMALL_PEER}
-    config = Config(model, config_dict=keys)
+    run = build_experiment(Config(model, config_dict=keys))
+    interaction = next(iter(run.train_data)).to(run.config["device"])
+    peer_model = peer_of(run)
+    assert type(peer_model).__name__ == peer and peer_model is not run.model
+    assert set(run.trainer.trained) == {"self", "peer"}
+    before = {name: [p.detach().clone() for p in part.model.parameters()] for name, part in run.trainer.trained.items()}
+    losses = run.trainer.train_step(interaction)
+    assert len(losses) == 3 and all(math.isfinite(part) for part in losses)
+    for name, part in run.trainer.trained.items():
+        assert any(not torch.equal(b, a) for b, a in zip(before[name], part.model.parameters())), name
+
+
+def one_sgd_step(tiny_config, **keys) -> list[torch.Tensor]:
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": "MDCNS", "mdcns_peer_config": SMALL_PEER,
+                                           "learner": "sgd", "learning_rate": 0.5, **keys})
     run = build_experiment(config)
-    self_model, trainer, train_data = run.model, run.trainer, run.train_data
-    interaction = next(iter(train_data)).to(config["device"])
-    peer_model = trainer.sampler.peer
-    assert type(peer_model).__name__ == peer and peer_model is not self_model
-    before = [p.detach().clone() for p in [*self_model.parameters(), *peer_model.parameters()]]
-    trainer.optimizer.zero_grad()
-    losses = trainer._sampled_loss(interaction)
-    assert len(losses) == 3 and all(torch.isfinite(part) for part in losses)
-    sum(losses).backward()
-    trainer.optimizer.step()  # self's step; the peer steps in the hook
-    after = [*self_model.parameters(), *peer_model.parameters()]
-    n_self = len(list(self_model.parameters()))
-    assert any(not torch.equal(b, a) for b, a in zip(before[:n_self], after[:n_self]))
-    assert any(not torch.equal(b, a) for b, a in zip(before[n_self:], after[n_self:]))
-    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in peer_model.parameters())  # zeroed
+    run.trainer.train_step(next(iter(run.train_data)).to(config["device"]))
+    return [p.detach().clone() for part in run.trainer.trained.values() for p in part.model.parameters()]
+
+
+@pytest.mark.parametrize("clip", [None, {"max_norm": 0.5}])
+def test_the_grad_scaler_scales_and_unscales_both_models(tiny_config, monkeypatch, clip):
+    """enable_scaler runs torch's GradScaler (on CPU too): one SGD step gives both models the
+    weights of an unscaled step, so neither model's gradients stay scaled."""
+    enabled = []
+    scale = torch.amp.GradScaler.scale
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", lambda self, x: enabled.append(self.is_enabled()) or scale(self, x))
+    plain = one_sgd_step(tiny_config, clip_grad_norm=clip)
+    scaled = one_sgd_step(tiny_config, clip_grad_norm=clip, enable_scaler=True)
+    assert enabled == [False, True]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, scaled))
 
 
 def test_peer_and_its_optimiser_are_checkpointed_and_resumed(tiny_config):
     keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_config": SMALL_PEER, "eval_step": 0, "epochs": 2}
     run = build_experiment(Config("SASRec", config_dict=keys))
-    trainer, train_data, valid_data = run.trainer, run.train_data, run.valid_data
-    trainer.fit(train_data, valid_data, saved=True)  # saved after epoch 2
-    saved = torch.load(trainer.saved_model_file, weights_only=True)["sampler"]
-    fresh = build_experiment(Config("SASRec", config_dict={**keys, "epochs": 3})).trainer
-    fresh.resume_checkpoint(trainer.saved_model_file)
-    for name, tensor in saved["peer"].items():
-        assert torch.equal(fresh.sampler.peer.state_dict()[name], tensor)
-    state = fresh.sampler.optimizer.state_dict()["state"]
-    assert state.keys() == saved["peer_optimizer"]["state"].keys() and len(state) > 0
-    assert all(torch.equal(state[i]["exp_avg"], saved["peer_optimizer"]["state"][i]["exp_avg"]) for i in state)
-    peer_before = {k: v.clone() for k, v in fresh.sampler.peer.state_dict().items()}
-    fresh.fit(train_data, valid_data, saved=False)  # training continues from there
-    assert any(not torch.equal(peer_before[k], v) for k, v in fresh.sampler.peer.state_dict().items())
+    run.trainer.fit(run.train_data, run.valid_data, saved=True)  # saved after epoch 2
+    saved = torch.load(run.trainer.saved_model_file, weights_only=True)["co_trained"]["peer"]
+    fresh = build_experiment(Config("SASRec", config_dict={**keys, "epochs": 3}))
+    fresh.trainer.resume_checkpoint(run.trainer.saved_model_file)
+    for name, tensor in saved["state_dict"].items():
+        assert torch.equal(peer_of(fresh).state_dict()[name], tensor)
+    state = fresh.trainer.trained["peer"].optimizer.state_dict()["state"]
+    assert state.keys() == saved["optimizer"]["state"].keys() and len(state) > 0
+    assert all(torch.equal(state[i]["exp_avg"], saved["optimizer"]["state"][i]["exp_avg"]) for i in state)
+    peer_before = {k: v.clone() for k, v in peer_of(fresh).state_dict().items()}
+    fresh.trainer.fit(fresh.train_data, fresh.valid_data, saved=False)  # training continues from there
+    assert any(not torch.equal(peer_before[k], v) for k, v in peer_of(fresh).state_dict().items())
+
+
+def peer_config(tiny_config, model="SASRec", **keys):
+    config = Config(model, config_dict={**tiny_config, "sampler": "MDCNS", **keys})
+    return PeerConfig(config, config["mdcns_peer_model"], config["mdcns_peer_config"])
+
+
+def test_the_peer_takes_the_users_keys_over_its_model_defaults(tiny_config):
+    peer = peer_config(tiny_config)  # the user set hidden 16, embedding 16, dropout 0
+    assert (peer["embedding_size"], peer["hidden_size"], peer["dropout_prob"]) == (16, 16, 0.0)
+    assert peer["model"] == "GRU4Rec" and peer["loss_type"] == "CE"  # GRU4Rec's own default, unset by the user
+
+
+def test_self_models_defaults_never_reach_the_peer(tiny_config):
+    keys = {k: v for k, v in tiny_config.items() if k not in ("hidden_size", "embedding_size")}
+    # GRU4Rec's yaml says hidden 128; the SASRec peer keeps SASRec's 64
+    peer = peer_config(keys, model="GRU4Rec", mdcns_peer_model="SASRec")
+    assert peer["hidden_size"] == 64
+
+
+def test_mdcns_peer_config_is_laid_over_everything(tiny_config, tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["run_recbole_mdcns.py", "--hidden_size=12"])
+    peer = peer_config(tiny_config, mdcns_peer_config={"hidden_size": 8, "num_layers": 2})
+    assert (peer["hidden_size"], peer["num_layers"], peer["embedding_size"]) == (8, 2, 16)
+    path = tmp_path / "peer.yaml"
+    path.write_text("hidden_size: 24\ndropout_prob: 0.1\n")
+    peer = peer_config(tiny_config, mdcns_peer_config=str(path))
+    assert (peer["hidden_size"], peer["dropout_prob"], peer["embedding_size"]) == (24, 0.1, 16)
+    run = build_experiment(Config("SASRec", config_dict={**tiny_config, "sampler": "MDCNS",
+                                                         "mdcns_peer_config": str(path)}))
+    assert peer_of(run).gru_layers.hidden_size == 24 and run.model.hidden_size == 12  # the command line's
 
 
 def test_quick_run_logs_the_three_loss_parts_and_reports_self(tiny_config, caplog):

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from recbole_mdcns import ConfigError, run_recbole_mdcns
-from recbole_mdcns.config import Config
 from recbole_mdcns import build_experiment
+from recbole_mdcns.config import Config
 from recbole_mdcns.samplers import sampler_names
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,10 +30,11 @@ def run_worker(config: dict, tmp_path, name: str, *options: str) -> subprocess.C
     return out
 
 
-@pytest.mark.parametrize("sampler", ["DNS", "DivNS", "MDCNS"])
-def test_killed_during_epoch_3_and_resumed_ends_like_the_uninterrupted_run(sampler, tiny_config, tmp_path):
+# MDCNS with the grad scaler: two models, each scaled, unscaled and stepped, both checkpointed
+@pytest.mark.parametrize("sampler, keys", [("DNS", {}), ("DivNS", {}), ("MDCNS", {"enable_scaler": True})])
+def test_killed_during_epoch_3_and_resumed_ends_like_the_uninterrupted_run(sampler, keys, tiny_config, tmp_path):
     config = {**tiny_config, "model": "SASRec", "sampler": sampler, "epochs": 5, "stopping_step": 10,
-              "mdcns_peer_config": SMALL_PEER}
+              "mdcns_peer_config": SMALL_PEER, **keys}
     whole = run_worker({**config, "checkpoint_dir": str(tmp_path / "whole")}, tmp_path, "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
 
@@ -80,7 +81,7 @@ def test_every_checkpoint_loads_with_weights_only(tiny_config):
     trainer.fit(train_data, valid_data, saved=True)
     for path in (trainer.saved_model_file, trainer.resume_file):
         state = torch.load(path, weights_only=True)
-        assert state["config"]["sampler"] == "MDCNS" and "peer" in state["sampler"]
+        assert state["config"]["sampler"] == "MDCNS" and "peer" in state["co_trained"]
     assert "rng" in torch.load(trainer.resume_file, weights_only=True)
 
 

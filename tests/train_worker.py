@@ -16,20 +16,20 @@ from recbole_mdcns import SampledTrainer, run_recbole_mdcns  # noqa: E402
 
 
 def kill_on(epoch: int) -> None:
-    train_epoch, loss = SampledTrainer._train_epoch, SampledTrainer._sampled_loss
+    train_epoch, step = SampledTrainer._train_epoch, SampledTrainer.train_step
     seen = {"epoch": -1, "batches": 0}
 
     def tracking_epoch(self, train_data, epoch_idx, *args, **kwargs):
         seen.update(epoch=epoch_idx, batches=0)
         return train_epoch(self, train_data, epoch_idx, *args, **kwargs)
 
-    def killing_loss(self, interaction):
+    def killing_step(self, *args, **kwargs):
         seen["batches"] += 1
         if seen["epoch"] == epoch and seen["batches"] == 2:
             os.kill(os.getpid(), signal.SIGKILL)
-        return loss(self, interaction)
+        return step(self, *args, **kwargs)
 
-    SampledTrainer._train_epoch, SampledTrainer._sampled_loss = tracking_epoch, killing_loss
+    SampledTrainer._train_epoch, SampledTrainer.train_step = tracking_epoch, killing_step
 
 
 if __name__ == "__main__":

@@ -1,13 +1,17 @@
-"""Negative samplers, registered by name: `sampler_class("DNS")`."""
-from recbole_mdcns.samplers.base import NegativeSampler, SAMPLERS, register, sampler_class, sampler_names
-from recbole_mdcns.samplers.divns import DivNSSampler
-from recbole_mdcns.samplers.dns import DNSSampler
-from recbole_mdcns.samplers.genni import GenNiSampler
-from recbole_mdcns.samplers.mdcns import MDCNSSampler
-from recbole_mdcns.samplers.popularity import PopularitySampler
-from recbole_mdcns.samplers.uniform import UniformSampler
+"""Negative samplers, registered by name: `sampler_class("DNS")`.
+
+Imported in the order of the README's key table (registration order)."""
+from recbole_mdcns.samplers.base import (
+    SAMPLERS, CoTrained, NegativeSampler, key_table, register, sampler_class, sampler_names,
+)
+from recbole_mdcns.samplers.uniform import UniformSampler  # isort: skip
+from recbole_mdcns.samplers.popularity import PopularitySampler  # isort: skip
+from recbole_mdcns.samplers.dns import DNSSampler  # isort: skip
+from recbole_mdcns.samplers.genni import GenNiSampler  # isort: skip
+from recbole_mdcns.samplers.divns import DivNSSampler  # isort: skip
+from recbole_mdcns.samplers.mdcns import MDCNSSampler  # isort: skip
 
 __all__ = [
-    "NegativeSampler", "SAMPLERS", "register", "sampler_class", "sampler_names",
+    "NegativeSampler", "CoTrained", "SAMPLERS", "register", "sampler_class", "sampler_names", "key_table",
     "UniformSampler", "PopularitySampler", "DNSSampler", "GenNiSampler", "DivNSSampler", "MDCNSSampler",
 ]

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
-from typing import Any, ClassVar, Optional, Union
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar, Mapping, Optional, Union
 
 import torch
 from recbole.data.dataset import Dataset
-from torch import Tensor
+from torch import Tensor, nn
 
 from recbole_mdcns.losses import LOSSES, ranking_loss
 from recbole_mdcns.params import ConfigError, Param
@@ -23,13 +25,16 @@ from recbole_mdcns.scoring import EncodedBatch
 Loss = Union[Tensor, tuple[Tensor, ...]]
 
 SAMPLERS: dict[str, type["NegativeSampler"]] = {}
+NO_CO_BATCHES: Mapping[str, EncodedBatch] = MappingProxyType({})
 
 SHARED_PARAMS = (
-    Param("neg_loss", str, choices=LOSSES),
-    Param("neg_num", int, minimum=1),
-    Param("neg_exclude", str, choices=("history", "user")),
+    Param("neg_loss", str, "BPR", "BPR or BCE over the K negatives of each row", choices=LOSSES),
+    Param("neg_num", int, 1, "K, negatives per training row", minimum=1),
+    Param("neg_exclude", str, "history", "`history`: never the row's target or prefix items; "
+          "`user`: nor any training item of the user", choices=("history", "user")),
 )
-CANDIDATE_PARAM = Param("neg_candidate_num", int, minimum=1)
+CANDIDATE_PARAM = Param("neg_candidate_num", int, 100, "C, candidates scored per row; must be below the number of items",
+                        minimum=1)
 
 
 def ordered(config: Any, small: str, large: str, strict: bool = False, why: str = "") -> list[str]:
@@ -63,21 +68,51 @@ def sampler_class(name: str) -> type["NegativeSampler"]:
 
 
 def known_keys() -> set[str]:
-    """Every plugin key of every sampler."""
+    """Every plugin key of every registered sampler."""
     return {"sampler"} | {p.key for cls in SAMPLERS.values() for p in cls.all_params()}
+
+
+def key_prefixes() -> tuple[str, ...]:
+    """The prefixes of the registered samplers' keys (`neg_`, `dns_`, ...): a user key with
+    one of them that no sampler declares is a typo."""
+    return tuple(sorted({p.key.split("_")[0] + "_" for cls in SAMPLERS.values() for p in cls.all_params()}))
+
+
+def key_table(default_sampler: str) -> list[str]:
+    """The README's key-table rows, from the declarations: the shared keys, then each
+    registered sampler's own, in registration order."""
+    shared = {p.key for p in SHARED_PARAMS}
+    choices = ", ".join(sampler_names()[1:])
+    rows = [f"| all | `sampler` | `{default_sampler}` | {choices} (any case), or none for RecBole's own training |"]
+    rows += [p.table_row("all") for p in SHARED_PARAMS]
+    for cls in SAMPLERS.values():
+        rows += [p.table_row(cls.name) for p in cls.all_params() if p.key not in shared]
+    return rows
 
 
 def sampler_names() -> list[str]:
     return ["none"] + sorted((cls.name for cls in SAMPLERS.values()), key=str.lower)
 
 
+@dataclass(frozen=True)
+class CoTrained:
+    """A model a sampler trains beside self (MDCNS's peer). The trainer encodes it once per
+    batch, builds its optimiser from `config` (learner, learning_rate, weight_decay,
+    clip_grad_norm), scales, clips and steps it with self's, syncs it under DDP and
+    checkpoints it with its optimiser."""
+
+    model: nn.Module
+    config: Any
+
+
 class NegativeSampler:
     """Base class: config keys, the exclusion sets, the candidate pool and the default loss.
 
-    Subclasses set `params` (their own keys) and `uses_candidate_pool`, and implement
-    `sample` or `negative_embeddings` (or the whole `loss`); samplers with state also
-    override the hooks `attach`, `on_epoch_end`, `after_optimizer_step`, `state_dict` and
-    `load_state_dict`.
+    Subclasses set `params` (their own keys, with their defaults) and
+    `uses_candidate_pool`, read their keys in `__init__`, and implement `sample` or
+    `negative_embeddings` (or the whole `loss`); samplers with state also override
+    `on_epoch_end`, `state_dict` and `load_state_dict`; a sampler whose loss trains other
+    models declares them in `co_trained`.
     """
 
     name: ClassVar[str] = ""
@@ -92,6 +127,7 @@ class NegativeSampler:
         self.device = config["device"]
         self.n_items = dataset.item_num - 1  # ids 1..N; 0 is padding
         self.exclusion = ExclusionSets(config, dataset)
+        self.co_trained: dict[str, CoTrained] = {}
         self._sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         self._counts: dict[str, int] = defaultdict(int)
         problems = self.check_dataset()
@@ -101,7 +137,15 @@ class NegativeSampler:
     # ----- configuration ---------------------------------------------------------
     @classmethod
     def all_params(cls) -> tuple[Param, ...]:
-        return SHARED_PARAMS + ((CANDIDATE_PARAM,) if cls.uses_candidate_pool else ()) + cls.params
+        """The shared keys, the pool's when it has one, then its own (which may redeclare a
+        shared key with another default)."""
+        declared = SHARED_PARAMS + ((CANDIDATE_PARAM,) if cls.uses_candidate_pool else ()) + cls.params
+        return tuple({p.key: p for p in declared}.values())
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """This sampler's keys with their declared defaults."""
+        return {p.key: copy.deepcopy(p.default) for p in cls.all_params()}
 
     @classmethod
     def check_config(cls, config: Any) -> list[str]:
@@ -125,12 +169,12 @@ class NegativeSampler:
 
     @classmethod
     def build(cls, config: Any, dataset: Dataset, **keys: Any) -> "NegativeSampler":
-        """This sampler for a RecBole `Config` built elsewhere: `keys` over the config's
-        own values over the sampler's defaults, validated as at start-up."""
-        from recbole_mdcns.config import sampler_defaults  # config imports this module
-
+        """This sampler for a RecBole `Config` built elsewhere: `keys` over the keys the user
+        set in the config over the sampler's defaults, validated as at start-up."""
+        user_set = getattr(config, "external_config_dict", {})
         merged = copy.copy(config)
-        merged.final_config_dict = {**sampler_defaults(cls.name), **config.final_config_dict, **keys}
+        merged.final_config_dict = {**config.final_config_dict, **cls.defaults(),
+                                    **{k: v for k, v in user_set.items() if k in cls.defaults()}, **keys}
         merged["sampler"] = cls.name
         problems = cls.validate(merged)
         if problems:
@@ -162,8 +206,9 @@ class NegativeSampler:
         """Negative item embeddings [B, K, d], with gradient."""
         return batch.item_rows(self.sample(batch))
 
-    def loss(self, batch: EncodedBatch) -> Loss:
-        """The training loss of one batch (a tuple is logged part by part)."""
+    def loss(self, batch: EncodedBatch, co_batches: Mapping[str, EncodedBatch] = NO_CO_BATCHES) -> Loss:
+        """The training loss of one batch (a tuple is logged part by part), from self's
+        encoding and, by name, those of the `co_trained` models."""
         neg_score = batch.score_embeddings(self.negative_embeddings(batch))
         self.record("neg_score", neg_score.detach().mean())
         return ranking_loss(batch.pos_score(), neg_score, self.loss_kind)
@@ -174,14 +219,8 @@ class NegativeSampler:
         return draw_from_complement(excluded, num or self.candidate_num, self.n_items)
 
     # ----- hooks -------------------------------------------------------------------
-    def attach(self, trainer: Any) -> None:
-        """Called once by the trainer that runs this sampler (e.g. to build optimisers)."""
-
     def on_epoch_end(self, epoch: int) -> None:
         """Called after the last batch of each training epoch."""
-
-    def after_optimizer_step(self) -> None:
-        """Called after each step of the trainer's optimiser."""
 
     def state_dict(self) -> dict[str, Any]:
         """Training state to checkpoint (tensors, numbers and plain containers only)."""

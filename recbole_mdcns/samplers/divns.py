@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -26,7 +27,7 @@ from torch import Tensor
 
 from recbole_mdcns.dpp import greedy_map, sample_k_dpp
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import NegativeSampler, ordered, register
+from recbole_mdcns.samplers.base import CANDIDATE_PARAM, NegativeSampler, ordered, register
 from recbole_mdcns.scoring import EncodedBatch
 
 MAX_GROUP_ELEMENTS = 1 << 22  # padded features per k-DPP call
@@ -60,11 +61,15 @@ def mean_pairwise_distance(users: Tensor, items: Tensor, unit_emb: Tensor, n_use
 @register("DivNS")
 class DivNSSampler(NegativeSampler):
     params = (
-        Param("divns_runner_ups", int, minimum=1),
-        Param("divns_lambda", float, minimum=0, maximum=1),
-        Param("divns_penalty", float, minimum=0),
-        Param("divns_cache_size", int, minimum=1),
-        Param("divns_dpp_mode", str, choices=("sample", "greedy")),
+        replace(CANDIDATE_PARAM, default=10, doc="m, candidates scored per row; the top-1 is the hard negative"),
+        Param("divns_runner_ups", int, 4, "r < m, next-best candidates added to the user's cache", minimum=1),
+        Param("divns_lambda", float, 0.7, "in [0, 1], weight of the hard negative in the synthetic negative",
+              minimum=0, maximum=1),
+        Param("divns_penalty", float, 1.0, "a >= 0, penalty on cached items similar to the epoch's hard negatives",
+              minimum=0),
+        Param("divns_cache_size", int, 256, "at most this many distinct cached ids per user (the best scored)", minimum=1),
+        Param("divns_dpp_mode", str, "sample", "`sample`: exact k-DPP sampling; `greedy`: greedy MAP",
+              choices=("sample", "greedy")),
     )
     uses_candidate_pool = True
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from recbole.data.dataset import Dataset
 from torch import Tensor
 
 from recbole_mdcns.params import Param
@@ -25,7 +26,7 @@ def draw_top_m(scores: Tensor, top_m: int, num: int) -> Tensor:
 
 @register("DNS")
 class DNSSampler(NegativeSampler):
-    params = (Param("dns_top_m", int, minimum=1),)
+    params = (Param("dns_top_m", int, 1, "M, the K negatives are drawn among the top-M of C; K <= M <= C", minimum=1),)
     uses_candidate_pool = True
 
     @classmethod
@@ -34,7 +35,11 @@ class DNSSampler(NegativeSampler):
             config, "neg_num", "dns_top_m", why="; DNS draws the K negatives among the top-M"
         )
 
+    def __init__(self, config: Any, dataset: Dataset):
+        super().__init__(config, dataset)
+        self.top_m: int = config["dns_top_m"]
+
     def sample(self, batch: EncodedBatch) -> Tensor:
         candidates = self.candidate_pool(batch)
         scores = batch.score_detached(candidates)
-        return candidates.gather(1, draw_top_m(scores, self.config["dns_top_m"], self.neg_num))
+        return candidates.gather(1, draw_top_m(scores, self.top_m, self.neg_num))

@@ -10,8 +10,10 @@ fit `genni_memory_mb`, so memory stays bounded on large catalogues.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
+from recbole.data.dataset import Dataset
 from torch import Tensor
 
 from recbole_mdcns.params import Param
@@ -37,14 +39,22 @@ def draw_from_logits_(logits: Tensor, num: int) -> Tensor:
 @register("GenNi")
 class GenNiSampler(NegativeSampler):
     params = (
-        Param("genni_alpha", float, minimum=0),
-        Param("genni_item_ratio", float, minimum=0, minimum_exclusive=True, maximum=1),
-        Param("genni_memory_mb", float, minimum=0, minimum_exclusive=True),
+        Param("genni_alpha", float, 1.0, "alpha >= 0, inverse temperature of the softmax", minimum=0),
+        Param("genni_item_ratio", float, 1.0, "rho in (0, 1]: 1 scores every item; below, ceil(rho N) items shared by the batch",
+              minimum=0, minimum_exclusive=True, maximum=1),
+        Param("genni_memory_mb", float, 1024, "budget of the [rows, \\|S\\|] score buffers: rows are scored in chunks that fit it",
+              minimum=0, minimum_exclusive=True),
     )
+
+    def __init__(self, config: Any, dataset: Dataset):
+        super().__init__(config, dataset)
+        self.alpha: float = config["genni_alpha"]
+        self.item_ratio: float = config["genni_item_ratio"]
+        self.memory_mb: float = config["genni_memory_mb"]
 
     def item_set(self) -> Tensor | None:
         """The ids S scored this batch: None for all of 1..N, else a shared uniform subsample."""
-        size = math.ceil(self.config["genni_item_ratio"] * self.n_items)
+        size = math.ceil(self.item_ratio * self.n_items)
         if size >= self.n_items:
             return None
         return torch.randperm(self.n_items, device=self.device)[:size] + 1
@@ -61,9 +71,9 @@ class GenNiSampler(NegativeSampler):
             slot = torch.full((self.n_items + 2,), size, device=self.device)
             slot[items] = torch.arange(size, device=self.device)
         excluded = self.exclusion.for_batch(batch)
-        query = self.config["genni_alpha"] * batch.seq_emb
+        query = self.alpha * batch.seq_emb
         # two [rows, |S|] float buffers per chunk (logits, cdf)
-        chunk = max(1, int(self.config["genni_memory_mb"] * 2**20 // (8 * size)))
+        chunk = max(1, int(self.memory_mb * 2**20 // (8 * size)))
         positions = torch.cat(
             [self._draw_rows(query[rows], table, slot[excluded[rows]], size) for rows in torch.arange(batch.size, device=self.device).split(chunk)]
         )

@@ -3,49 +3,46 @@ consensus distillation.
 
 Two models train together on one shared candidate pool: self (the model the user
 asked for, the only one evaluated and saved) and a peer (any supported RecBole
-sequential model). Under no_grad, three views score the pool (self, peer, and the
-teacher: their consensus), each re-ranked by the self-peer divergence; each view picks
-its negatives among its top-M. Each model is trained on the negatives of all three
-views, and both are distilled towards the consensus softmax. One backward; the peer
-has its own optimiser, stepped right after self's.
+sequential model), which this sampler declares as co-trained: the trainer builds, steps
+and checkpoints it beside self and encodes both once per batch. Under no_grad, three
+views score the pool (self, peer, and the teacher: their consensus), each re-ranked by
+the self-peer divergence; each view picks its negatives among its top-M. Each model is
+trained on the negatives of all three views, and both are distilled towards the
+consensus softmax.
 """
 from __future__ import annotations
 
-import copy
 import os
 from dataclasses import dataclass
-from typing import Any
+from logging import getLogger
+from typing import Any, Mapping
 
-import recbole
 import torch
 import torch.nn.functional as F
 import yaml
+from recbole.config import Config as RecBoleConfig
 from recbole.data.dataset import Dataset
 from recbole.utils import get_model
 from torch import Tensor
-from torch.nn.utils.clip_grad import clip_grad_norm_
 
 from recbole_mdcns.losses import ranking_loss
-from recbole_mdcns.parallel import arm_gradient_sync, distributed
 from recbole_mdcns.params import ConfigError, Param
-from recbole_mdcns.samplers.base import Loss, NegativeSampler, ordered, register
+from recbole_mdcns.samplers.base import NO_CO_BATCHES, CoTrained, Loss, NegativeSampler, ordered, register
 from recbole_mdcns.samplers.dns import draw_top_m
-from recbole_mdcns.scoring import EncodedBatch, backbone_for, encode_batch
-
-VIEWS = ("self", "peer", "teacher")
+from recbole_mdcns.scoring import EncodedBatch, backbone_for
 
 
 @dataclass(frozen=True)
 class MDCNSWeights:
-    """The loss weights and switches of MDCNS."""
+    """The loss weights and switches of MDCNS (the `mdcns_*` keys)."""
 
-    alpha: float = 1.0  # a model's own view
-    beta: float = 1.0  # the other model's view
-    gamma: float = 1.0  # the teacher's view
-    kd_weight: float = 10.0
-    tau: float = 1.0
-    kd_with_positive: bool = True
-    single_source: bool = False  # each model trains on its own view only
+    alpha: float  # a model's own view
+    beta: float  # the other model's view
+    gamma: float  # the teacher's view
+    kd_weight: float
+    tau: float
+    kd_with_positive: bool
+    single_source: bool  # each model trains on its own view only
 
 
 def select_negatives(s_self: Tensor, s_peer: Tensor, omega: float, top_m: int, num: int, teacher: str) -> dict[str, Tensor]:
@@ -94,39 +91,61 @@ def mdcns_losses(
     return self_loss, peer_loss, w.kd_weight * (kd_self + kd_peer)
 
 
-def peer_config(config: Any, peer_model: str, overrides: Any) -> Any:
-    """The peer's config: self's, then the peer model's RecBole defaults, then `overrides`
-    (a dict or a yaml path)."""
-    final = dict(config.final_config_dict)
-    defaults = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{peer_model}.yaml")
-    if os.path.isfile(defaults):
-        with open(defaults, encoding="utf-8") as f:
-            final.update(yaml.load(f, Loader=config.yaml_loader) or {})
-    if isinstance(overrides, str):
-        with open(overrides, encoding="utf-8") as f:
-            overrides = yaml.load(f, Loader=config.yaml_loader) or {}
-    final.update(overrides or {})
-    final["model"] = peer_model
-    peer = copy.copy(config)
-    peer.final_config_dict = final
-    return peer
+# self's run set-up that the peer shares rather than sets up again
+SHARED_RUN_KEYS = ("gpu_id", "use_gpu", "device", "single_spec", "local_rank", "world_size", "nproc", "offset",
+                   "ip", "port", "dist_backend")
+
+
+class PeerConfig(RecBoleConfig):
+    """RecBole's Config of the peer model, with RecBole's precedence: RecBole's defaults,
+    the peer model's yaml and the dataset's, then the keys the user gave self's run (files,
+    dict and command line), then `overrides` (`mdcns_peer_config`, a dict or a yaml path).
+    Self's model defaults never reach the peer; self's device set-up is shared."""
+
+    def __init__(self, self_config: Any, peer_model: str, overrides: Any):
+        self._self_config = self_config
+        self._overrides = overrides
+        super().__init__(model=peer_model, dataset=self_config["dataset"])
+
+    def _merge_external_config_dict(self) -> None:
+        overrides = self._overrides
+        if isinstance(overrides, str):
+            with open(overrides, encoding="utf-8") as f:
+                overrides = yaml.load(f, Loader=self.yaml_loader) or {}
+        # the plugin draws the peer's negatives, as self's
+        self.external_config_dict = {**self._self_config.external_config_dict, **(overrides or {}),
+                                     "train_neg_sample_args": None}
+
+    def _init_device(self) -> None:
+        for key in SHARED_RUN_KEYS:
+            if key in self._self_config:
+                self.final_config_dict[key] = self._self_config[key]
+
+
+def model_summary(model: torch.nn.Module, config: Any) -> str:
+    """`Name (key=value, ...; P parameters)` with the model's own RecBole keys."""
+    keys = ", ".join(f"{k}={config[k]}" for k in config.parameters.get("Model", []) if k in config.final_config_dict)
+    size = sum(p.numel() for p in model.parameters())
+    return f"{type(model).__name__} ({keys}; {size:,} parameters)"
 
 
 @register("MDCNS")
 class MDCNSSampler(NegativeSampler):
     params = (
-        Param("mdcns_peer_model", str),
-        Param("mdcns_peer_config", dict),
-        Param("mdcns_top_m", int, minimum=1),
-        Param("mdcns_alpha", float, minimum=0),
-        Param("mdcns_beta", float, minimum=0),
-        Param("mdcns_gamma", float, minimum=0),
-        Param("mdcns_omega", float, minimum=0),
-        Param("mdcns_teacher", str, choices=("mean", "sum")),
-        Param("mdcns_tau", float, minimum=0, minimum_exclusive=True),
-        Param("mdcns_kd_weight", float, minimum=0),
-        Param("mdcns_kd_with_positive", bool),
-        Param("mdcns_single_source", bool),
+        Param("mdcns_peer_model", str, "GRU4Rec", "the peer, any supported model"),
+        Param("mdcns_peer_config", dict, {}, "the peer's own keys, over the user's keys and its RecBole defaults; "
+              "or a yaml path"),
+        Param("mdcns_top_m", int, 1, "M, each view draws among its top-M; K <= M <= C", minimum=1),
+        Param("mdcns_alpha", float, 1.0, "weight of a model's own view", minimum=0),
+        Param("mdcns_beta", float, 1.0, "weight of the other model's view", minimum=0),
+        Param("mdcns_gamma", float, 1.0, "weight of the teacher's view", minimum=0),
+        Param("mdcns_omega", float, 1.0, "weight of the divergence in re-ranking; 0 = no divergence", minimum=0),
+        Param("mdcns_teacher", str, "mean", "`mean` (official code) or `sum` (paper) of the two scores",
+              choices=("mean", "sum")),
+        Param("mdcns_tau", float, 1.0, "distillation temperature, > 0", minimum=0, minimum_exclusive=True),
+        Param("mdcns_kd_weight", float, 10.0, "weight of the per-row mean KL; 0 = no distillation", minimum=0),
+        Param("mdcns_kd_with_positive", bool, True, "distil over [positive, candidates] (false: candidates only)"),
+        Param("mdcns_single_source", bool, False, "each model trains on its own view only"),
     )
     uses_candidate_pool = True
 
@@ -142,42 +161,31 @@ class MDCNSSampler(NegativeSampler):
         overrides = config["mdcns_peer_config"]
         if isinstance(overrides, str) and not os.path.isfile(overrides):
             problems.append(f"mdcns_peer_config = {overrides!r}: no such yaml file")
-        if config["enable_scaler"]:
-            problems.append("enable_scaler = True: not supported with MDCNS (the peer's gradients would stay scaled)")
         return problems
 
     def __init__(self, config: Any, dataset: Dataset):
         super().__init__(config, dataset)
+        self.top_m: int = config["mdcns_top_m"]
+        self.omega: float = config["mdcns_omega"]
+        self.teacher: str = config["mdcns_teacher"]
         self.weights = MDCNSWeights(
             alpha=config["mdcns_alpha"], beta=config["mdcns_beta"], gamma=config["mdcns_gamma"],
             kd_weight=config["mdcns_kd_weight"], tau=config["mdcns_tau"],
             kd_with_positive=config["mdcns_kd_with_positive"], single_source=config["mdcns_single_source"],
         )
-        self.peer_config = peer_config(config, config["mdcns_peer_model"], config["mdcns_peer_config"])
-        self.peer = get_model(config["mdcns_peer_model"])(self.peer_config, dataset).to(self.device)
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.peer_ddp = None if config["single_spec"] else distributed(self.peer, config)  # synced like self
+        peer_config = PeerConfig(config, config["mdcns_peer_model"], config["mdcns_peer_config"])
+        peer = get_model(config["mdcns_peer_model"])(peer_config, dataset).to(self.device)
+        self.co_trained = {"peer": CoTrained(peer, peer_config)}
+        getLogger().info(f"MDCNS peer: {model_summary(peer, peer_config)}")
 
-    def attach(self, trainer: Any) -> None:
-        pc = self.peer_config
-        self.optimizer = trainer._build_optimizer(
-            params=self.peer.parameters(), learner=pc["learner"], learning_rate=pc["learning_rate"], weight_decay=pc["weight_decay"]
-        )
-
-    def loss(self, batch: EncodedBatch) -> Loss:
-        self.peer.train()
-        peer_batch = encode_batch(self.peer, batch.interaction)
+    def loss(self, batch: EncodedBatch, co_batches: Mapping[str, EncodedBatch] = NO_CO_BATCHES) -> Loss:
+        peer_batch = co_batches["peer"]
         candidates = self.candidate_pool(batch)
         s_self, s_peer = batch.score(candidates), peer_batch.score(candidates)
         p_self, p_peer = batch.pos_score(), peer_batch.pos_score()
         with torch.no_grad():
-            picks = select_negatives(
-                s_self.detach(), s_peer.detach(), self.config["mdcns_omega"], self.config["mdcns_top_m"],
-                self.neg_num, self.config["mdcns_teacher"],
-            )
+            picks = select_negatives(s_self, s_peer, self.omega, self.top_m, self.neg_num, self.teacher)
         losses = mdcns_losses(p_self, s_self, p_peer, s_peer, picks, self.weights, self.loss_kind)
-        if self.peer_ddp is not None:
-            losses = (losses[0], losses[1] + arm_gradient_sync(self.peer, self.peer_ddp), losses[2])
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())
@@ -186,16 +194,3 @@ class MDCNSSampler(NegativeSampler):
             if self.weights.kd_weight > 0:
                 self.record("kl", losses[2] / self.weights.kd_weight)
         return losses
-
-    def after_optimizer_step(self) -> None:
-        if self.peer_config["clip_grad_norm"]:
-            clip_grad_norm_(self.peer.parameters(), **self.peer_config["clip_grad_norm"])
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"peer": self.peer.state_dict(), "peer_optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.peer.load_state_dict(state["peer"])
-        self.optimizer.load_state_dict(state["peer_optimizer"])

@@ -21,7 +21,7 @@ class PopularitySampler(NegativeSampler):
     redrawn; after MAX_REDRAWS rounds the rare rows whose free items carry almost no
     popularity mass fall back to a uniform draw over their free items (logged)."""
 
-    params = (Param("popularity_alpha", float, minimum=0),)
+    params = (Param("popularity_alpha", float, 1.0, "probability proportional to count^alpha", minimum=0),)
 
     def __init__(self, config: Any, dataset: Dataset):
         super().__init__(config, dataset)
