@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import N_ITEMS, N_USERS, write_tiny_dataset
-from recbole_mdcns import ConfigError, run_recbole_mdcns
+from conftest import LEARNING_KEYS, N_ITEMS, N_USERS, random_ndcg, write_tiny_dataset
+from recbole_mdcns import ConfigError, build_experiment, run_recbole_mdcns
+from recbole_mdcns.config import Config
 
 
 @pytest.fixture
@@ -22,8 +23,17 @@ def run(config, **keys):
 
 
 def test_short_users_and_test_only_items_train_normally(tiny_config, faulty_root):
-    result = run({**tiny_config, "data_path": str(faulty_root), "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
-    assert 0 <= result["test_result"]["ndcg@10"] <= 1
+    config = Config("SASRec", config_dict={**tiny_config, **LEARNING_KEYS, "sampler": "DNS", "data_path": str(faulty_root),
+                                           "load_col": {"inter": ["user_id", "item_id", "timestamp"]}})
+    experiment = build_experiment(config)
+    item_999 = experiment.dataset.token2id("item_id", "999")
+    test_targets = experiment.test_data._dataset.inter_feat["item_id"]
+    assert item_999 in test_targets.tolist()  # the test-only item is a test target...
+    assert item_999 not in experiment.train_data._dataset.inter_feat["item_id"].tolist()  # ...never a training one
+    baseline = random_ndcg(experiment)
+    experiment.trainer.fit(experiment.train_data, experiment.valid_data, saved=False)
+    # the faulty users and item neither crash training nor keep it from learning
+    assert experiment.trainer.evaluate(experiment.test_data, load_best_model=False)["ndcg@10"] > baseline + 0.06
 
 
 @pytest.mark.parametrize("keys", [{"user_inter_num_interval": "[100,inf)"}, {"item_inter_num_interval": "[1000,inf)"}])
