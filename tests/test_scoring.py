@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 
+from recbole_mdcns import ConfigError
 from recbole_mdcns.config import Config
 from recbole_mdcns import build_experiment
 from recbole_mdcns.scoring import BACKBONES, UNSUPPORTED, encode_batch
@@ -34,5 +36,8 @@ def test_scores_equal_predict_and_a_batch_trains(model_name, tiny_config):
     assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
 
 
-def test_supported_and_unsupported_tables_are_disjoint():
-    assert not set(BACKBONES) & set(UNSUPPORTED)
+@pytest.mark.parametrize("model_name", sorted(UNSUPPORTED))
+def test_unsupported_models_are_refused_with_the_reason_and_accepted_with_sampler_none(model_name, tiny_config):
+    with pytest.raises(ConfigError, match=f"model = '{model_name}' is not supported .*{re.escape(UNSUPPORTED[model_name])}"):
+        Config(model_name, config_dict={**tiny_config, "sampler": "DNS"})
+    assert Config(model_name, config_dict={**tiny_config, "sampler": "none"})["sampler"] == "none"
