@@ -171,8 +171,18 @@ def test_checkpoint_after_epoch_2_restores_the_per_user_state(tiny_config):
     for name, tensor in saved.items():
         assert torch.equal(fresh.sampler.state_dict()[name], tensor), name
     assert fresh.start_epoch == 2
-    fresh.fit(train_data, valid_data, saved=False)  # training continues with the restored queues
-    assert fresh.diagnostics["diverse_distance"] > 0
+    # training continues with the restored queues: epoch 2's diverse ids come from them
+    used = []
+    end_epoch = fresh.sampler.on_epoch_end
+    fresh.sampler.on_epoch_end = lambda epoch: used.append(
+        (fresh.sampler._take("used_users"), fresh.sampler._take("used_items"))) or end_epoch(epoch)
+    fresh.fit(train_data, valid_data, saved=False)
+    ((users, items),) = used
+    assert len(users) == len(train_data._dataset)  # every row of a user with a queue mixes in a diverse id
+    restored = {(u, i) for u, start, length in zip(range(len(saved["queue_len"])), saved["queue_start"].tolist(),
+                                                    saved["queue_len"].tolist())
+                for i in saved["queue_items"][start : start + length].tolist()}
+    assert set(zip(users.tolist(), items.tolist())) <= restored
 
 
 @pytest.mark.parametrize(
