@@ -14,10 +14,10 @@ go seed by seed, then run entry (in the yaml's order), then model, then dataset.
 Each run trains with early stopping on the validation metric (RecBole's fit), tests the
 best checkpoint with RecBole's evaluation and once more with each user's earlier items
 masked (the published protocol), and appends one JSON line to `<out>/quality.jsonl` right
-away (`quality_run.py`). A run whose line is there, recorded with the run's effective value
-of every key the plan sets (nested ones included), is done and skipped, so an interrupted
-session resumes; lines of another config stay in the file and are left out of the tables
-(`quality_results.py`). An interrupted run continues from the start of its last epoch.
+away (`quality_run.py`). A run whose line is there, recorded with the run's whole effective
+config (defaults and nested keys included, the machine's own keys left out:
+`quality_plan.signature`), is done and skipped, so an interrupted session resumes; lines of
+another config stay in the file and are left out of the tables (`quality_results.py`). An interrupted run continues from the start of its last epoch.
 `--jobs N` trains N runs at a time, each in its own process with CPUs / N threads.
 
 `<out>` defaults to `benchmarks/results/` for the committed plan and to

@@ -10,6 +10,7 @@ values shown beside the tables).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -25,6 +26,17 @@ DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "benchmarks", "data")
 ENTRY_FIELDS = {"sampler", "variant", "models", "datasets", "seeds", "config"}
 # keys the harness sets per run (over any value the plan gives them)
 HARNESS_KEYS = ("data_path", "checkpoint_dir", "sampler", "seed")
+# keys of the effective config that say where and how a run ran, not what it computes: left
+# out of its signature, so that the same run on another machine or in another folder is the
+# same run (the committed lines come from a CUDA machine and a CPU one, each with its own paths)
+PLACE_KEYS = (
+    "data_path", "checkpoint_dir",  # this machine's paths (the dataset is the run key's)
+    "device", "use_gpu", "gpu_id",  # the device (CPU and GPU runs of a seed are told apart by `machine`)
+    "local_rank", "nproc", "world_size", "offset", "ip", "port", "dist_backend", "single_spec",  # distribution
+    "worker",  # data-loader processes
+    "state", "show_progress", "log_wandb", "wandb_project",  # logging
+    "save_dataset", "dataset_save_path", "save_dataloaders", "dataloaders_save_path",  # RecBole's caches
+)
 
 
 class PlanError(ValueError):
@@ -165,26 +177,59 @@ def plan_keys(run: Run, base_config: dict[str, Any]) -> list[str]:
     return [k for k in {**base_config, **run.config} if k not in HARNESS_KEYS]
 
 
-def signature(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
-    """The run's effective value of every key the plan chooses, nested ones whole, as
-    RecBole's Config normalises it (`eval_args.mode: full` becomes `{valid: full, test: full}`)
-    and as a run's JSON line records it: a line whose config differs on any of them is not
-    this run. Builds the Config without loading data (RecBole's Config also reads
-    `--key=value` from sys.argv: callers clear it first)."""
+@functools.lru_cache(maxsize=None)
+def _enum_names() -> dict[str, str]:
+    """`ModelType.SEQUENTIAL` -> `SEQUENTIAL` for every member of RecBole's enums: lines
+    written before `checkpoint.plain` stored an enum by name hold it as `str(member)`."""
+    from enum import Enum
+
+    from recbole.utils import enum_type
+
+    return {f"{cls.__name__}.{member.name}": member.name for cls in vars(enum_type).values()
+            if isinstance(cls, type) and issubclass(cls, Enum) and cls is not Enum for member in cls}
+
+
+def normalised(value: Any) -> Any:
+    """A config value as a JSON line holds it (lists for tuples, string keys), with RecBole's
+    enum members by name whichever way the line wrote them."""
     from recbole_mdcns.checkpoint import plain
+
+    enums = _enum_names()
+
+    def by_name(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: by_name(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [by_name(x) for x in v]
+        return enums.get(v, v) if isinstance(v, str) else v
+
+    return by_name(json.loads(json.dumps(plain(value))))
+
+
+def signature(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
+    """The run's whole effective config, nested keys whole, as RecBole's Config (with the
+    plugin's keys and their defaults) makes it from the plan, and as a run's JSON line records
+    it (`normalised`; `eval_args.mode: full` is `{valid: full, test: full}`), less `PLACE_KEYS`:
+    a line that differs on any key of it is not this run (`differences`), and the digest of
+    it names the run's resume folder. Builds the Config without loading data (RecBole's Config
+    also reads `--key=value` from sys.argv: callers clear it first)."""
     from recbole_mdcns.config import Config
 
     location = dataset_location(run.dataset, plan["datasets"][run.dataset], conversion_dir(plan), convert_now=False)
     config = Config(model=run.model, dataset=run.dataset,
                     config_dict=config_dict(run, plan["base_config"], location))
-    effective = json.loads(json.dumps(plain(dict(config.final_config_dict))))  # as a JSON line holds it
-    return {k: effective.get(k) for k in plan_keys(run, plan["base_config"])}
+    effective = normalised(dict(config.final_config_dict))
+    return {k: v for k, v in effective.items() if k not in PLACE_KEYS}
 
 
-def differences(expected: dict[str, Any], recorded: dict[str, Any]) -> list[str]:
-    """`key value` for each key of a signature whose value in a line's `recorded` config
-    differs (the recorded value shown); [] when the line is a run of that signature."""
-    return [f"{k} {recorded.get(k)}" for k, v in expected.items() if recorded.get(k) != v]
+def differences(expected: dict[str, Any], recorded: dict[str, Any], required: tuple[str, ...] = ()) -> list[str]:
+    """`key value` (the recorded value) for each key of a signature whose value in a line's
+    `recorded` config differs, in the signature's order; [] when the line is a run of that
+    signature. A key the line lacks (one the code gained after the line was written) is not
+    held against it, unless it is one of `required` (the keys the plan sets: a line without
+    one was not trained with the plan's value)."""
+    return [f"{k} {recorded.get(k)}" for k, v in expected.items()
+            if (k in recorded or k in required) and normalised(recorded.get(k)) != v]
 
 
 def digest(values: dict[str, Any]) -> str:

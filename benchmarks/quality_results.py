@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from benchmarks.benchlib import read_jsonl
-from benchmarks.quality_plan import differences, planned_runs, signature
+from benchmarks.quality_plan import differences, plan_keys, planned_runs, signature
 
 JSONL = "quality.jsonl"
 KEY_FIELDS = ("dataset", "model", "sampler", "variant", "seed")
@@ -22,9 +22,11 @@ def row_key(row: Row) -> tuple:
 
 def current_rows(jsonl_path: str, plan: dict[str, Any]) -> tuple[list[Row], list[tuple[Row, str]]]:
     """The lines of `jsonl_path` that are runs of `plan` as it stands (the latest line of each
-    run whose recorded config has the run's `signature`), and the other lines, each with
+    run whose recorded config agrees with the run's `signature`, its whole effective config,
+    on every key the line records and every key the plan sets), and the other lines, each with
     what set it apart: its differing keys, "not planned" or "repeated"."""
-    signatures = {run.key: signature(run, plan) for run in planned_runs(plan)}
+    signatures = {run.key: (signature(run, plan), tuple(plan_keys(run, plan["base_config"])))
+                  for run in planned_runs(plan)}
     latest: dict[tuple, Row] = {}
     superseded: list[tuple[Row, str]] = []
     for row in read_jsonl(jsonl_path):
@@ -32,7 +34,8 @@ def current_rows(jsonl_path: str, plan: dict[str, Any]) -> tuple[list[Row], list
         if key not in signatures:
             superseded.append((row, "not planned"))
             continue
-        differing = differences(signatures[key], row["config"])
+        expected, required = signatures[key]
+        differing = differences(expected, row["config"], required)
         if differing:
             superseded.append((row, ", ".join(differing)))
         else:

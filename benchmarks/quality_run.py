@@ -69,7 +69,8 @@ def ranking_metrics(model: Any, data: Any, topk: list[int], exclude: Optional[cs
 
 def run_folder(run: Run, signature: dict[str, Any], root: str) -> str:
     """Where `run` keeps its checkpoints and per-epoch record until its line is written:
-    named by its key and a digest of its signature, so a changed plan never resumes an old state."""
+    named by its key and a digest of its signature, so a changed config (a changed default
+    included) never resumes an old state."""
     return os.path.join(root, "-".join(str(part) for part in run.key if part != "") + f"-{digest(signature)}")
 
 

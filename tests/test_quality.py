@@ -344,6 +344,64 @@ def test_a_changed_nested_key_makes_its_runs_not_done(tmp_path, data_root, chang
         assert moved == (run.key in affected), run.label
 
 
+def test_a_changed_default_makes_its_runs_not_done(tmp_path, data_root, monkeypatch):
+    """The whole effective config decides, keys the plan leaves at their defaults included: a
+    line trained under another default of a key the plan never names is superseded (the key
+    shown), and a changed default moves the runs it touches to another resume folder."""
+    from recbole_mdcns.params import Param
+    from recbole_mdcns.samplers.dns import DNSSampler
+
+    plan = _plan(data_root)
+    runs = planned_runs(plan)
+    assert [run.sampler for run in runs] == ["uniform", "DNS"]
+    plan_sets = set(plan["base_config"]) | {k for entry in plan["runs"] for k in entry.get("config", {})}
+    assert not {"eval_step", "dns_top_m"} & plan_sets
+    lines = [_recorded(run, plan) for run in runs]
+    assert lines[0]["config"]["eval_step"] == 1 and lines[1]["config"]["dns_top_m"] == 1
+    lines[0]["config"]["eval_step"] = 2  # RecBole's default when the line was written
+    lines[1]["config"]["dns_top_m"] = 3  # the plugin's
+    jsonl = tmp_path / JSONL
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rows, superseded = current_rows(str(jsonl), plan)
+    assert rows == [] and sorted(why for _, why in superseded) == ["dns_top_m 3", "eval_step 2"]
+
+    before = {run.key: run_folder(run, signature(run, plan), str(tmp_path)) for run in runs}
+    top_m = next(p for p in DNSSampler.params if p.key == "dns_top_m")
+    monkeypatch.setattr(DNSSampler, "params", tuple(
+        Param(p.key, p.kind, 3, p.doc, minimum=p.minimum) if p is top_m else p for p in DNSSampler.params))
+    assert signature(runs[1], plan)["dns_top_m"] == 3  # the package's default changed
+    moved = {run.sampler: run_folder(run, signature(run, plan), str(tmp_path)) != before[run.key] for run in runs}
+    assert moved == {"uniform": False, "DNS": True}
+    rows, superseded = current_rows(str(jsonl), plan)
+    assert [row["sampler"] for row in rows] == ["DNS"]  # trained under that default: done
+    assert [why for _, why in superseded] == ["eval_step 2"]
+
+
+def test_what_a_line_lacks_or_where_it_ran_is_not_held_against_it(tmp_path, data_root):
+    """A key an old line lacks (the code gained it later) and the machine's own keys (device,
+    paths, ...) do not make a line stale, nor does an enum written as `ModelType.SEQUENTIAL`;
+    a key the plan sets and the line lacks does. Where the data lie does not move the resume folder."""
+    plan = _plan(data_root)
+    uniform, dns = planned_runs(plan)
+    old, other_machine, unset = _recorded(uniform, plan), _recorded(dns, plan), _recorded(dns, plan)
+    assert old["config"]["MODEL_TYPE"] == "SEQUENTIAL" and "neg_exclude" in old["config"]
+    del old["config"]["neg_exclude"]
+    old["config"]["MODEL_TYPE"] = "ModelType.SEQUENTIAL"  # as lines before checkpoint.plain wrote it
+    other_machine["config"].update(device="cuda", gpu_id="0", use_gpu=True, dist_backend="nccl", worker=0,
+                                   data_path="/elsewhere/tiny", checkpoint_dir="/tmp/x", show_progress=True)
+    del unset["config"]["neg_candidate_num"]  # the run's entry sets it
+    jsonl = tmp_path / JSONL
+    jsonl.write_text("".join(json.dumps(line) + "\n" for line in (old, other_machine, unset)))
+    rows, superseded = current_rows(str(jsonl), plan)
+    assert rows == [old, other_machine]
+    assert [(row_key(row), why) for row, why in superseded] == [(dns.key, "neg_candidate_num None")]
+
+    moved = yaml.safe_load(yaml.safe_dump(plan))
+    moved["datasets"]["tiny"] = {"data_path": str(tmp_path / "elsewhere")}
+    for run in planned_runs(plan):
+        assert signature(run, moved) == signature(run, plan)
+
+
 def _committed_files() -> dict[str, bytes]:
     paths = [os.path.join(DEFAULT_OUT, name) for name in sorted(os.listdir(DEFAULT_OUT))]
     paths = [p for p in paths if os.path.isfile(p)] + [str(REPO_ROOT / "README.md")]
