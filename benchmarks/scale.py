@@ -90,15 +90,13 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
         config = Config("SASRec", dataset, config_dict={**CONFIG, **SAMPLERS[sampler], "data_path": data_root,
                                                         "checkpoint_dir": checkpoints})
         run = build_experiment(config)
-        model, trainer, train_data = run.model, run.trainer, run.train_data
+        trainer, train_data = run.trainer, run.train_data
         batches = iter(train_data)
-        model.train()
+        for part in trainer.trained.values():  # the model and any co-trained one (MDCNS's peer)
+            part.model.train()
 
-        def step() -> None:
-            trainer.optimizer.zero_grad()
-            losses = trainer._sampled_loss(next(batches))
-            (sum(losses) if isinstance(losses, tuple) else losses).backward()
-            trainer.optimizer.step()
+        def step() -> None:  # as the trainer's epoch steps one batch: every trained model
+            trainer.train_step(next(batches).to(trainer.device))
 
         step()  # warm-up: allocator, optimiser state
         seconds, peaks, largest = [], [], 0
