@@ -1,0 +1,292 @@
+"""Mutation check: would the test suite notice a wrong method?
+
+Each entry of MUTATIONS breaks one rule of a sampler with a small, exact text
+replacement in one file of the package. For every mutation selected, this script
+
+1. copies the working tree (without .git, .venv, caches, RecBole's log/ and saved/
+   folders and benchmark data) into a temporary folder,
+2. replaces `old` by `new` in the mutation's file there (`old` must occur exactly once,
+   in the real file as well: the whole run stops at once otherwise, so a list gone stale
+   after a refactor is noticed),
+3. checks that a Python started with the copy first on PYTHONPATH imports the copy's
+   `recbole_mdcns` (not the editable install of the working tree) and the mutated module,
+4. runs pytest on the mutation's named tests (files or node ids) inside the copy,
+
+and prints a table: mutation, caught (yes / NO / error), the tests that failed. Before
+the mutations, the union of their tests runs once on an unmutated copy: a test that fails
+there would catch every mutation for the wrong reason, so the script stops.
+
+Exit status: 0 when every selected mutation was caught, 1 when one survived or its run
+went wrong (pytest exit other than 0 or 1, e.g. a named test that does not exist),
+2 for a stale list or a failed baseline.
+
+    python tests/mutate.py                 # every mutation
+    python tests/mutate.py --list          # names, files and tests
+    python tests/mutate.py NAME [NAME...]  # a subset
+    python tests/mutate.py --full NAME     # run the whole suite on the mutant, to see every test that catches it
+    python tests/mutate.py --keep NAME     # keep the temporary copies (their paths are printed)
+
+Adding a mutation is one entry below: a name, the file (relative to the repository
+root), the exact old text, the new text and the tests expected to catch it. Pick `old`
+long enough to be unique and run `--list` (it checks every entry) after editing.
+The file is not collected by pytest (its name does not start with test_).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str  # relative to the repository root
+    old: str  # exact text, occurring once in the file
+    new: str
+    tests: tuple[str, ...]  # files or node ids, relative to the repository root
+    why: str = ""
+
+
+MUTATIONS: list[Mutation] = [
+    Mutation(
+        "uniform_ignores_exclusion", "recbole_mdcns/samplers/uniform.py",
+        "return self.candidate_pool(batch, self.neg_num)",
+        "return batch.seq_emb.new_empty(batch.size, self.neg_num).uniform_(0, self.n_items).long() + 1",
+        ("tests/test_samplers.py::test_negatives_never_hit_target_or_prefix",
+         "tests/test_samplers.py::test_user_exclusion_skips_every_training_item_of_the_user"),
+        "uniform over all N items: the target and the prefix may be drawn",
+    ),
+    Mutation(
+        "exclusion_misses_target", "recbole_mdcns/samplers/base.py",
+        "return torch.cat([target, batch.item_seq.masked_fill(batch.item_seq == 0, self.pad)], dim=1)",
+        "return batch.item_seq.masked_fill(batch.item_seq == 0, self.pad)",
+        ("tests/test_samplers.py::test_negatives_never_hit_target_or_prefix",),
+        "exclude: history leaves the row's own target drawable (every sampler's pool)",
+    ),
+    Mutation(
+        "exclusion_user_mode_target_only", "recbole_mdcns/samplers/base.py",
+        "return torch.cat([target, self.user_items[batch.users]], dim=1)",
+        "return target",
+        ("tests/test_samplers.py::test_user_exclusion_skips_every_training_item_of_the_user",),
+        "exclude: user leaves the user's other training items drawable",
+    ),
+    Mutation(
+        "uniform_skewed", "recbole_mdcns/samplers/base.py",
+        "rank = (torch.rand(rows, num, device=ex.device) * free).int()",
+        "rank = (torch.rand(rows, num, device=ex.device) ** 1.2 * free).int()",
+        ("tests/test_samplers.py::test_draw_from_complement_is_uniform_over_the_free_items",
+         "tests/test_samplers.py::test_uniform_negatives_are_uniform"),
+        "the free items are drawn with a mild bias towards low ids",
+    ),
+    Mutation(
+        "popularity_ignores_alpha", "recbole_mdcns/samplers/popularity.py",
+        'weights = counts.double().pow(config["popularity_alpha"])',
+        "weights = counts.double()",
+        ("tests/test_samplers.py::test_popularity_follows_count_to_the_alpha",),
+        "probabilities proportional to count, whatever popularity_alpha says",
+    ),
+    Mutation(
+        "popularity_no_uniform_fallback", "recbole_mdcns/samplers/popularity.py",
+        "        draws[still] = torch.where(bad[still], fallback, draws[still])\n",
+        "",
+        ("tests/test_samplers.py::test_popularity_rows_whose_free_items_have_no_mass_fall_back_to_uniform",),
+        "rows still excluded after MAX_REDRAWS keep their excluded draws",
+    ),
+    Mutation(
+        "dns_bottom_m", "recbole_mdcns/samplers/dns.py",
+        "top = scores.topk(top_m, dim=1).indices",
+        "top = scores.topk(top_m, dim=1, largest=False).indices",
+        ("tests/test_samplers.py::test_dns_picks_higher_scored_negatives_than_uniform",
+         "tests/test_samplers.py::test_draw_top_m_draws_uniformly_among_the_top_m",
+         "tests/test_training.py::test_hardness_is_logged_per_epoch"),
+        "the lowest-scored M candidates instead of the highest",
+    ),
+    Mutation(
+        "genni_ignores_alpha", "recbole_mdcns/samplers/genni.py",
+        "query = self.alpha * batch.seq_emb",
+        "query = batch.seq_emb",
+        ("tests/test_genni.py::test_frequencies_match_the_masked_softmax",
+         "tests/test_genni.py::test_alpha_zero_is_uniform_and_large_alpha_is_the_top_item"),
+        "softmax(z) instead of softmax(alpha * z)",
+    ),
+    Mutation(
+        "divns_lambda_swapped", "recbole_mdcns/samplers/divns.py",
+        "mixed = self.mix * negative + (1 - self.mix) * batch.item_rows(diverse)",
+        "mixed = (1 - self.mix) * negative + self.mix * batch.item_rows(diverse)",
+        ("tests/test_divns.py::test_second_epoch_mixes_hard_and_diverse_embeddings",),
+        "lambda weighs the diverse item instead of the hard negative",
+    ),
+    Mutation(
+        "divns_no_cache_cap", "recbole_mdcns/samplers/divns.py",
+        "keep = occurrence_index(users) < self.cache_size",
+        "keep = occurrence_index(users) >= 0",
+        ("tests/test_divns.py::test_the_cache_cap_keeps_each_users_best_scored_distinct_ids",
+         "tests/test_divns.py::test_with_a_small_cache_the_next_queue_holds_only_the_best_scored_runner_ups"),
+        "every distinct cached id enters the k-DPP, whatever divns_cache_size says",
+    ),
+    Mutation(
+        "divns_no_penalty", "recbole_mdcns/samplers/divns.py",
+        "quality = 1 / (1 + self.penalty * mean_cos).clamp(min=1e-3)",
+        "quality = torch.ones_like(mean_cos)",
+        ("tests/test_divns.py::test_penalty_lowers_the_chance_of_items_like_the_hard_negatives",),
+        "the kernel is not penalised against the epoch's hard negatives",
+    ),
+]
+
+# what the copy leaves out: at the root, and by name anywhere below it
+SKIP_AT_ROOT = {".git", ".venv", ".pytest_cache", "log", "log_tensorboard", "saved", "build", "dist"}
+SKIP_ANYWHERE = {"__pycache__"}
+SKIP_PATHS = {Path("benchmarks/data"), Path("benchmarks/results/unfinished")}
+
+
+def copy_tree(destination: Path) -> None:
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        here = Path(folder).relative_to(ROOT)
+        skipped = {n for n in names if n in SKIP_ANYWHERE or here / n in SKIP_PATHS}
+        if here == Path("."):
+            skipped |= {n for n in names if n in SKIP_AT_ROOT or n.endswith(".egg-info")}
+        return skipped
+
+    shutil.copytree(ROOT, destination, ignore=ignore, symlinks=True)
+
+
+def check_current(mutations: list[Mutation]) -> list[str]:
+    """Problems of entries whose old text is not in the real file exactly once."""
+    problems = []
+    for m in mutations:
+        file = ROOT / m.path
+        if not file.is_file():
+            problems.append(f"{m.name}: {m.path} does not exist")
+            continue
+        count = file.read_text(encoding="utf-8").count(m.old)
+        if count != 1:
+            problems.append(f"{m.name}: the old text occurs {count} times in {m.path} (must be once): {m.old!r}")
+    return problems
+
+
+def apply(mutation: Mutation, copy: Path) -> None:
+    file = copy / mutation.path
+    text = file.read_text(encoding="utf-8")
+    if text.count(mutation.old) != 1:  # checked on the real file already; the copy must agree
+        raise SystemExit(f"{mutation.name}: the old text is not in the copy exactly once")
+    file.write_text(text.replace(mutation.old, mutation.new), encoding="utf-8")
+
+
+def environment(copy: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(copy)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def check_imports_the_copy(copy: Path, mutation: Mutation | None) -> None:
+    """Fail unless a fresh Python imports the package (and the mutated module) from `copy`."""
+    modules = ["recbole_mdcns"]
+    if mutation is not None and mutation.path.endswith(".py"):
+        modules.append(mutation.path.removesuffix(".py").replace("/", ".").removesuffix(".__init__"))
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    print(importlib.import_module(name).__file__)"
+    out = subprocess.run([sys.executable, "-c", code, *modules], cwd=copy, env=environment(copy),
+                         capture_output=True, text=True, timeout=300)
+    files = out.stdout.split()
+    if out.returncode != 0 or len(files) != len(modules) or not all(Path(f).resolve().is_relative_to(copy.resolve()) for f in files):
+        raise SystemExit(f"the copy's package is not the one imported ({modules} -> {files or out.stderr[-2000:]})")
+    if mutation is not None and mutation.new and mutation.new not in Path(files[-1]).read_text(encoding="utf-8"):
+        raise SystemExit(f"{mutation.name}: the imported {files[-1]} does not hold the mutation")
+
+
+def run_pytest(copy: Path, tests: list[str], timeout: int) -> tuple[int, list[str], str]:
+    """pytest on `tests` inside `copy`: (exit status, failed or erroring node ids, output tail)."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-W", "ignore", *tests]
+    try:
+        out = subprocess.run(cmd, cwd=copy, env=environment(copy), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return -1, [], f"timed out after {timeout} s"
+    output = out.stdout + out.stderr
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", output, flags=re.M)
+    return out.returncode, sorted(set(failed)), output[-3000:]
+
+
+def select(names: list[str]) -> list[Mutation]:
+    by_name = {m.name: m for m in MUTATIONS}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown mutation(s) {', '.join(unknown)}; known: {', '.join(by_name)}")
+    return [by_name[n] for n in names] if names else list(MUTATIONS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and check that each still applies")
+    parser.add_argument("--full", action="store_true", help="run the whole tests/ folder on each mutant")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the run of the tests on an unmutated copy")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copies")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per pytest run")
+    args = parser.parse_args(argv)
+
+    if len({m.name for m in MUTATIONS}) != len(MUTATIONS):
+        raise SystemExit("two mutations share a name")
+    mutations = select(args.names)
+    problems = check_current(mutations)
+    if args.list:
+        for m in mutations:
+            print(f"{m.name}\n    {m.path}: {m.why}\n    tests: {' '.join(m.tests)}")
+    if problems:
+        print("stale mutation list:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    if args.list:
+        return 0
+
+    workdir = Path(tempfile.mkdtemp(prefix="mutate-"))
+    try:
+        if not args.no_baseline:
+            tests = ["tests"] if args.full else sorted({t for m in mutations for t in m.tests})
+            copy = workdir / "baseline"
+            copy_tree(copy)
+            check_imports_the_copy(copy, None)
+            start = time.perf_counter()
+            status, failed, tail = run_pytest(copy, tests, args.timeout)
+            if status != 0:
+                print(f"baseline: the tests fail without any mutation (pytest exit {status}):\n{tail}", file=sys.stderr)
+                return 2
+            print(f"baseline: {len(tests)} test targets pass unmutated ({time.perf_counter() - start:.0f} s)", flush=True)
+
+        rows = []
+        for m in mutations:
+            copy = workdir / m.name
+            copy_tree(copy)
+            apply(m, copy)
+            check_imports_the_copy(copy, m)
+            start = time.perf_counter()
+            status, failed, tail = run_pytest(copy, ["tests"] if args.full else list(m.tests), args.timeout)
+            verdict = {0: "NO", 1: "yes"}.get(status, "error")
+            if verdict == "error":
+                print(f"{m.name}: pytest exit {status}\n{tail}", file=sys.stderr)
+            rows.append((m.name, verdict, failed))
+            print(f"{m.name}: caught {verdict} ({time.perf_counter() - start:.0f} s)", flush=True)
+    finally:
+        if args.keep:
+            print(f"copies kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    width = max(len("mutation"), *(len(name) for name, _, _ in rows))
+    print(f"\n{'mutation':<{width}}  caught  by")
+    for name, verdict, failed in rows:
+        shown = ", ".join(f.removeprefix("tests/") for f in failed) or "-"
+        print(f"{name:<{width}}  {verdict:<6}  {shown}")
+    return 0 if all(verdict == "yes" for _, verdict, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
