@@ -14,6 +14,7 @@ import yaml
 import recbole_mdcns.quick_start as quick_start
 from recbole_mdcns import ConfigError, objective_function
 from recbole_mdcns.config import Config
+from recbole_mdcns.samplers import SAMPLERS
 from recbole_mdcns.tuning import HyperTuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,15 +97,24 @@ def test_objective_never_imports_ray_and_reports_inside_a_ray_session(tiny_confi
     assert reported == [{"ndcg@10": 0.5}]
 
 
-def test_readme_drop_in_examples_run_as_printed(temporary_cwd):
+def test_readme_drop_in_examples_run_as_printed(temporary_cwd, capsys):
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         section = f.read().split("## Use it from your own RecBole code")[1].split("\n## ")[0]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 5
     # the examples name yaml/quick.yaml relative to the repository; run them from a temporary
     # directory that links it, so that their log/ and saved/ stay out of the repository
     (temporary_cwd / "yaml").symlink_to(os.path.join(ROOT, "yaml"), target_is_directory=True)
-    namespace: dict = {}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)
-    assert namespace["trainer"].sampler.config["genni_alpha"] == 2.0
+    # the sampler of one's own lives "in your own module": a fresh namespace; the other
+    # examples build on each other in one session (block 3 on block 2, block 5 on block 1)
+    own_module = next(i for i, block in enumerate(blocks) if "@register(" in block)
+    registered = dict(SAMPLERS)
+    session: dict = {}
+    try:
+        for i, block in enumerate(blocks):
+            exec(compile(block, "README.md", "exec"), {} if i == own_module else session)
+    finally:
+        SAMPLERS.clear()  # the example's own sampler must not leak into other tests
+        SAMPLERS.update(registered)
+    assert session["sampler"].config["genni_alpha"] == 2.0
+    assert "Shifted 3" in capsys.readouterr().out.splitlines()  # as the README's comment says
