@@ -103,7 +103,6 @@ def backbone_for(model_name: str) -> Backbone:
 class EncodedBatch:
     """One training batch after a single encoder pass of one model."""
 
-    interaction: Interaction
     seq_emb: Tensor  # h [B, d], carries gradient
     item_table: Tensor  # E [N+1, d], carries gradient
     pos_items: Tensor  # [B]
@@ -140,7 +139,6 @@ def encode_batch(model: nn.Module, interaction: Interaction) -> EncodedBatch:
     """Run `model`'s encoder once on a batch and return what the samplers score with."""
     backbone = backbone_for(type(model).__name__)
     return EncodedBatch(
-        interaction=interaction,
         seq_emb=backbone.encode(model, interaction),
         item_table=backbone.item_table(model),
         pos_items=interaction[model.ITEM_ID],

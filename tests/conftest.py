@@ -152,7 +152,6 @@ def make_batch(seed: int = 0) -> tuple[EncodedBatch, FakeDataset]:
     seqs[: BATCH_ROWS // 2, BATCH_SEQ - 2 :] = 0  # half the rows are padded
     targets = torch.randint(1, BATCH_ITEMS + 1, (BATCH_ROWS,), generator=gen)
     batch = EncodedBatch(
-        interaction=None,
         seq_emb=torch.randn(BATCH_ROWS, BATCH_DIM, generator=gen),
         item_table=torch.randn(BATCH_ITEMS + 1, BATCH_DIM, generator=gen),
         pos_items=targets,
