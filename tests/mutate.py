@@ -141,6 +141,71 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_divns.py::test_penalty_lowers_the_chance_of_items_like_the_hard_negatives",),
         "the kernel is not penalised against the epoch's hard negatives",
     ),
+    # ----- MDCNS: the co-training rules (issue 18's list) -----
+    Mutation(
+        "mdcns_self_views_swapped", "recbole_mdcns/samplers/mdcns.py",
+        'w.beta * rank(p_self, s_self, "peer") + w.gamma * rank(p_self, s_self, "teacher")',
+        'w.beta * rank(p_self, s_self, "teacher") + w.gamma * rank(p_self, s_self, "peer")',
+        ("tests/test_mdcns.py::test_each_model_is_ranked_on_every_view_with_its_weight",),
+        "self's loss weighs the teacher's view by beta and the peer's by gamma",
+    ),
+    Mutation(
+        "mdcns_peer_on_its_own_view", "recbole_mdcns/samplers/mdcns.py",
+        'w.beta * rank(p_peer, s_peer, "self")',
+        'w.beta * rank(p_peer, s_peer, "peer")',
+        ("tests/test_mdcns.py::test_each_model_is_ranked_on_every_view_with_its_weight",),
+        "the peer is trained on its own view instead of self's",
+    ),
+    Mutation(
+        "mdcns_kd_with_positive_inverted", "recbole_mdcns/samplers/mdcns.py",
+        "if w.kd_with_positive:",
+        "if not w.kd_with_positive:",
+        ("tests/test_mdcns.py::test_distillation_covers_the_positive_only_when_asked",),
+        "distillation over [positive, candidates] when asked for the candidates alone, and back",
+    ),
+    Mutation(
+        "mdcns_peer_config_ignored", "recbole_mdcns/samplers/mdcns.py",
+        "**(overrides or {}),",
+        "",
+        ("tests/test_mdcns.py::test_mdcns_peer_config_is_laid_over_everything",),
+        "mdcns_peer_config (dict or yaml path) never reaches the peer",
+    ),
+    Mutation(
+        "peer_config_self_defaults", "recbole_mdcns/samplers/mdcns.py",
+        "self.external_config_dict = {**self._self_config.external_config_dict,",
+        "self.external_config_dict = {**self._self_config.final_config_dict,",
+        ("tests/test_mdcns.py::test_self_models_defaults_never_reach_the_peer",),
+        "the peer starts from self's final config, so self's model defaults reach it",
+    ),
+    Mutation(
+        "peer_gradients_not_all_reduced", "recbole_mdcns/trainer.py",
+        "for part in trained if part.wrapper is not None)",
+        "for name, part in self.trained.items() if part.wrapper is not None and name == SELF)",
+        ("tests/test_distributed.py::test_ranks_hold_identical_weights_of_self_and_peer_after_a_step",),
+        "under DDP only self's gradients are all-reduced: the ranks' peers drift apart",
+    ),
+    Mutation(
+        "peer_gradients_stay_scaled", "recbole_mdcns/trainer.py",
+        "            scaler.step(part.optimizer)\n",
+        "            scaler.step(part.optimizer) if part.model is self.model else part.optimizer.step()\n",
+        ("tests/test_mdcns.py::test_the_grad_scaler_scales_and_unscales_both_models",),
+        "the peer steps outside the scaler, on gradients that stay scaled (why MDCNS refused AMP before)",
+    ),
+    # ----- keys -----
+    Mutation(
+        "declared_defaults_ignored", "recbole_mdcns/config.py",
+        "self.internal_config_dict.update(SAMPLERS[str(sampler).lower()].defaults())",
+        "pass",
+        ("tests/test_keys.py",),
+        "a sampler's declared defaults never reach the Config",
+    ),
+    Mutation(
+        "typo_check_off", "recbole_mdcns/config.py",
+        "if not key.startswith(prefixes) or key in known",
+        "if True or key in known",
+        ("tests/test_keys.py::test_a_typo_in_a_registered_samplers_key_is_reported",),
+        "a misspelt plugin key passes silently",
+    ),
 ]
 
 # what the copy leaves out: at the root, and by name anywhere below it
