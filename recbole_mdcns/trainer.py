@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from recbole.data.interaction import Interaction
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from recbole_mdcns import checkpoint
 from recbole_mdcns.config import startup_notes
 from recbole_mdcns.parallel import arm_gradient_sync, distributed
-from recbole_mdcns.samplers.base import Loss, NegativeSampler
+from recbole_mdcns.samplers.base import NegativeSampler
 from recbole_mdcns.scoring import encode_batch
 
 SELF = "self"  # the name of the model the user asked for among the trained models
@@ -94,7 +94,8 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             wrapper = None if config["single_spec"] else distributed(co.model, config)
             self.trained[name] = TrainedModel(co.model, optimizer, co.config["clip_grad_norm"], wrapper)
 
-    def train_step(self, interaction: Interaction, scaler: Optional[torch.amp.GradScaler] = None) -> Loss:
+    def train_step(self, interaction: Interaction, scaler: Optional[torch.amp.GradScaler] = None
+                   ) -> Union[float, tuple[float, ...]]:
         """One optimisation step of every trained model on one batch; returns the loss
         (or its parts) as numbers."""
         scaler = scaler or torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
