@@ -6,7 +6,6 @@ Priority, lowest first: RecBole's own defaults, the chosen sampler's declared de
 """
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import torch
@@ -14,10 +13,12 @@ from recbole.config import Config as RecBoleConfig
 
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import SAMPLERS, sampler_class
-from recbole_mdcns.samplers.base import key_prefixes, known_keys
+from recbole_mdcns.samplers.base import closest_key_problem, key_prefixes, known_keys
 from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
+# what `quick_start.run` adds for a multi-process run: where it ran, not what it computes
+DISTRIBUTED_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset")
 RECBOLE_LEGACY_KEYS = {"neg_sampling"}  # RecBole's own (deprecated) key with a plugin prefix
 
 
@@ -138,7 +139,5 @@ class Config(RecBoleConfig):
                 continue
             if key in self.internal_config_dict:  # a RecBole or model key
                 continue
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"did you mean {close[0]}?" if close else "see the README's config keys"
-            problems.append(f"{key} is not a recbole-mdcns key ({hint})")
+            problems.append(closest_key_problem(key, known, "a recbole-mdcns key"))
         return problems

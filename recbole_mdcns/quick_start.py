@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import sys
-from logging import getLogger
 from dataclasses import dataclass
+from logging import getLogger
 from typing import Any, Optional
 
 import torch
@@ -11,7 +11,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, get_model, init_logger, init_seed, set_color
 
 from recbole_mdcns import checkpoint
-from recbole_mdcns.config import Config, is_active
+from recbole_mdcns.config import DEFAULT_SAMPLER, Config, is_active
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import NegativeSampler, sampler_class
 from recbole_mdcns.scoring import backbone_for
@@ -25,14 +25,19 @@ def build_sampler(config: Config, dataset: Any) -> Optional[NegativeSampler]:
     return sampler_class(config["sampler"])(config, dataset)
 
 
-def build_trainer(config: Any, model: Any, dataset: Any, sampler: str = "MDCNS", **keys: Any) -> SampledTrainer:
+def build_trainer(config: Any, model: Any, dataset: Any, sampler: Optional[str] = None, **keys: Any) -> SampledTrainer:
     """A trainer for a RecBole Config, model and training dataset built by your own code:
-    `sampler` with `keys` over its defaults. Use it as RecBole's Trainer."""
+    `sampler` (default: the config's `sampler` key, else MDCNS) with `keys` over its
+    defaults. Use it as RecBole's Trainer."""
+    name = sampler or config["sampler"] or DEFAULT_SAMPLER
+    if not is_active(name):
+        return SampledTrainer(config, model)
     try:
         backbone_for(type(model).__name__)
     except ConfigError as error:
         raise ConfigError(error.problems) from None
-    return SampledTrainer(config, model, sampler_class(sampler).build(config, dataset, **keys))
+    return SampledTrainer(config, model, sampler_class(name).build(config, dataset, **keys))
+
 
 def _report_to_ray(test_result: dict[str, Any]) -> None:
     """Report to Ray Tune when the trial runs inside a Ray session. The plugin never
@@ -96,6 +101,13 @@ def build_experiment(config: Config) -> Experiment:
     return Experiment(config, dataset, train_data, valid_data, test_data, model, sampler, trainer)
 
 
+class RecordedRunConfig(Config):
+    """The Config of a recorded run: its own keys, never this process's command line."""
+
+    def _load_cmd_line(self) -> dict[str, Any]:
+        return {}
+
+
 def load_data_and_model(model_file: str) -> tuple[Config, Any, Any, Any, Any, Any]:
     """`recbole.quick_start.load_data_and_model` for a checkpoint the plugin wrote (the
     best model or a resume state): (config, model, dataset, train_data, valid_data,
@@ -104,7 +116,8 @@ def load_data_and_model(model_file: str) -> tuple[Config, Any, Any, Any, Any, An
     state = checkpoint.load(model_file, "cpu")
     if "run" not in state:
         raise ValueError(f"{model_file} was written by an older recbole-mdcns that did not record the run's keys")
-    config = Config(model=state["run"]["model"], dataset=state["run"]["dataset"], config_dict=state["run"]["config_dict"])
+    config = RecordedRunConfig(model=state["run"]["model"], dataset=state["run"]["dataset"],
+                               config_dict=state["run"]["config_dict"])
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset, train_data, valid_data, test_data = _load_data(config)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from recbole.data.interaction import Interaction
@@ -30,7 +30,7 @@ from torch.nn.utils.clip_grad import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_mdcns import checkpoint
-from recbole_mdcns.config import startup_notes
+from recbole_mdcns.config import DISTRIBUTED_KEYS, startup_notes
 from recbole_mdcns.parallel import arm_gradient_sync, distributed
 from recbole_mdcns.samplers.base import NegativeSampler
 from recbole_mdcns.scoring import encode_batch
@@ -83,36 +83,44 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             self.saved_model_file = names[0]
         for note in startup_notes(sampler.config) if sampler is not None else []:
             self.logger.info(set_color("recbole-mdcns", "blue") + f": {note}")
-        # RecBole enables the scaler on CUDA only; torch's GradScaler also runs on CPU
+        # RecBole enables the scaler on CUDA only; torch's GradScaler also runs on CPU. One
+        # scaler for the whole run (its scale adapts across steps), checkpointed with the rest.
         self.enable_scaler = bool(config["enable_scaler"])
-        self.trained = {SELF: TrainedModel(self.model, self.optimizer, self.clip_grad_norm,
-                                           getattr(self, "distributed_model", None))}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
+        self.co_trained: dict[str, TrainedModel] = {}
         for name, co in (sampler.co_trained if sampler is not None else {}).items():
             optimizer = self._build_optimizer(params=co.model.parameters(), learner=co.config["learner"],
                                               learning_rate=co.config["learning_rate"],
                                               weight_decay=co.config["weight_decay"])
             wrapper = None if config["single_spec"] else distributed(co.model, config)
-            self.trained[name] = TrainedModel(co.model, optimizer, co.config["clip_grad_norm"], wrapper)
+            self.co_trained[name] = TrainedModel(co.model, optimizer, co.config["clip_grad_norm"], wrapper)
 
-    def train_step(self, interaction: Interaction, scaler: Optional[torch.amp.GradScaler] = None
-                   ) -> Union[float, tuple[float, ...]]:
+    @property
+    def trained(self) -> dict[str, TrainedModel]:
+        """Every model this trainer steps, by name: self first, then the sampler's co-trained ones."""
+        own = TrainedModel(self.model, self.optimizer, self.clip_grad_norm, getattr(self, "distributed_model", None))
+        return {SELF: own, **self.co_trained}
+
+    def train_step(self, interaction: Interaction, loss_func: Optional[Callable] = None) -> Union[float, tuple[float, ...]]:
         """One optimisation step of every trained model on one batch; returns the loss
-        (or its parts) as numbers."""
-        scaler = scaler or torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
-        trained = self.trained.values()
-        for part in trained:
+        (or its parts) as numbers. `loss_func` replaces the model's own loss when there is
+        no sampler (RecBole's `_train_epoch` argument)."""
+        if loss_func is not None and self.sampler is not None:
+            raise ValueError("loss_func: the loss is the sampler's while a sampler trains")
+        scaler, trained = self.scaler, self.trained
+        for part in trained.values():
             part.optimizer.zero_grad()
-        sync_loss = sum(arm_gradient_sync(part.model, part.wrapper) for part in trained if part.wrapper is not None)
+        sync_loss = sum(arm_gradient_sync(part.model, part.wrapper) for part in trained.values() if part.wrapper is not None)
         with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
             if self.sampler is None:
-                losses = self.model.calculate_loss(interaction)
+                losses = (loss_func or self.model.calculate_loss)(interaction)
             else:
-                encoded = {name: encode_batch(part.model, interaction) for name, part in self.trained.items()}
+                encoded = {name: encode_batch(part.model, interaction) for name, part in trained.items()}
                 losses = self.sampler.loss(encoded.pop(SELF), encoded)
         loss = sum(losses) if isinstance(losses, tuple) else losses
         self._check_nan(loss)
         scaler.scale(loss + sync_loss).backward()
-        for part in trained:
+        for part in trained.values():
             if part.clip_grad_norm:
                 scaler.unscale_(part.optimizer)
                 clip_grad_norm_(part.model.parameters(), **part.clip_grad_norm)
@@ -125,7 +133,6 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        # RecBole's signature; the loss is the sampler's, or the model's with no sampler
         generator = getattr(train_data, "generator", None)
         if self._pending_rng is not None:
             checkpoint.set_rng_state(self._pending_rng, generator)
@@ -138,10 +145,9 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             train_data.sampler.set_epoch(epoch_idx)
         batches = tqdm(train_data, total=len(train_data), ncols=100,
                        desc=set_color(f"Train {epoch_idx:>5}", "pink")) if show_progress else train_data
-        scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
         total = None
         for interaction in batches:
-            losses = self.train_step(interaction.to(self.device), scaler)
+            losses = self.train_step(interaction.to(self.device), loss_func)
             total = losses if total is None else (
                 tuple(map(sum, zip(total, losses))) if isinstance(losses, tuple) else total + losses)
             if self.gpu_available and show_progress:
@@ -176,7 +182,8 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         return {
             "config": self.config.final_config_dict,
             "run": {"model": self.config["model"], "dataset": self.config["dataset"],
-                    "config_dict": self.config.external_config_dict},
+                    "config_dict": {k: v for k, v in self.config.external_config_dict.items()
+                                    if k not in DISTRIBUTED_KEYS}},
             "epoch": last_epoch,
             "cur_step": self.cur_step,
             "best_valid_score": self.best_valid_score,
@@ -184,8 +191,10 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            # self stays where RecBole keeps it (state_dict, optimizer); the others by name
             "co_trained": {name: {"state_dict": part.model.state_dict(), "optimizer": part.optimizer.state_dict()}
-                           for name, part in self.trained.items() if name != SELF},
+                           for name, part in self.co_trained.items()},
+            "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict() if self.sampler is not None else {},
         }
 
@@ -221,9 +230,15 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         self.best_valid_score = state["best_valid_score"]
         self.best_valid_result = state.get("best_valid_result")
         self.optimizer.load_state_dict(state["optimizer"])
-        for name, saved in state.get("co_trained", {}).items():
-            self.trained[name].model.load_state_dict(saved["state_dict"])
-            self.trained[name].optimizer.load_state_dict(saved["optimizer"])
+        saved_models = state.get("co_trained", {})
+        if set(saved_models) != set(self.co_trained):
+            raise ValueError(f"{resume_file} holds the co-trained models {sorted(saved_models) or 'none'}, this run "
+                             f"trains {sorted(self.co_trained) or 'none'}: resume it with the sampler that wrote it")
+        for name, saved in saved_models.items():
+            self.co_trained[name].model.load_state_dict(saved["state_dict"])
+            self.co_trained[name].optimizer.load_state_dict(saved["optimizer"])
+        if state.get("scaler"):  # empty when the scaler was off
+            self.scaler.load_state_dict(state["scaler"])
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
         if "rng" in state:

@@ -179,8 +179,8 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "peer_gradients_not_all_reduced", "recbole_mdcns/trainer.py",
-        "for part in trained if part.wrapper is not None)",
-        "for name, part in self.trained.items() if part.wrapper is not None and name == SELF)",
+        "for part in trained.values() if part.wrapper is not None)",
+        "for name, part in trained.items() if part.wrapper is not None and name == SELF)",
         ("tests/test_distributed.py::test_ranks_hold_identical_weights_of_self_and_peer_after_a_step",),
         "under DDP only self's gradients are all-reduced: the ranks' peers drift apart",
     ),

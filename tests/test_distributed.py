@@ -1,12 +1,14 @@
 """Two CPU processes with gloo, RecBole's distributed training, for DNS and MDCNS."""
 from __future__ import annotations
 
+import glob
+import os
 import statistics
 
 import pytest
 import torch
 
-from recbole_mdcns import build_experiment
+from recbole_mdcns import build_experiment, load_data_and_model
 from recbole_mdcns.config import Config
 from recbole_mdcns.quick_start import run, run_recbole_mdcns
 
@@ -19,6 +21,10 @@ def test_two_gloo_processes_match_one_within_seed_noise(sampler, port, tiny_conf
             "mdcns_peer_config": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1}}
     two = run(model="SASRec", config_dict=keys, nproc=2, port=port)
     assert two is not None and set(two["test_result"]) == {"recall@10", "ndcg@10"}
+    # its checkpoint loads in one process, without the run's distributed set-up
+    (saved,) = [p for p in glob.glob(os.path.join(keys["checkpoint_dir"], "*.pth")) if "-resume" not in p]
+    config = load_data_and_model(saved)[0]
+    assert config["single_spec"] and config["sampler"] == sampler
     # noise: the spread of one-process runs over seeds; the two-process run must fall
     # within 3 standard deviations (at least 0.03 NDCG@10 on this tiny data) of their mean
     single = [run_recbole_mdcns(model="SASRec", config_dict={**keys, "seed": s}, saved=False)["best_valid_result"]["ndcg@10"]

@@ -136,3 +136,21 @@ def test_start_up_notes_say_what_the_user_might_not_expect(tiny_config):
                for n in notes_of(tiny_config, sampler="uniform"))
     assert not any("neg_candidate_num" in n for n in notes_of(tiny_config, sampler="DNS"))
     assert notes_of(tiny_config, sampler="none") == []
+
+
+def test_build_reports_a_key_its_sampler_does_not_declare(tiny_config):
+    from recbole_mdcns import build_experiment
+
+    run = build_experiment(Config("SASRec", config_dict={**tiny_config, "sampler": "none"}))
+    with pytest.raises(ConfigError, match="dns_topm is not a key of DNS \\(did you mean dns_top_m\\?\\)"):
+        SAMPLERS["dns"].build(run.config, run.train_data._dataset, dns_topm=5)
+
+
+def test_build_trainer_takes_the_configs_sampler_unless_told(tiny_config):
+    from recbole_mdcns import build_experiment, build_trainer
+
+    run = build_experiment(Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "dns_top_m": 2}))
+    trainer = build_trainer(run.config, run.model, run.train_data._dataset)
+    assert type(trainer.sampler).__name__ == "DNSSampler" and trainer.sampler.top_m == 2
+    trainer = build_trainer(run.config, run.model, run.train_data._dataset, sampler="uniform")
+    assert type(trainer.sampler).__name__ == "UniformSampler"

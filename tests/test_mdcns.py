@@ -171,6 +171,35 @@ def test_peer_and_its_optimiser_are_checkpointed_and_resumed(tiny_config):
     assert any(not torch.equal(peer_before[k], v) for k, v in peer_of(fresh).state_dict().items())
 
 
+def test_resuming_under_a_sampler_that_trains_other_models_is_refused(tiny_config):
+    keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_config": SMALL_PEER, "epochs": 1}
+    run = build_experiment(Config("SASRec", config_dict=keys))
+    run.trainer.fit(run.train_data, run.valid_data, saved=True)
+    dns = build_experiment(Config("SASRec", config_dict={**keys, "sampler": "DNS"}))
+    with pytest.raises(ValueError, match="holds the co-trained models \['peer'\], this run trains none"):
+        dns.trainer.resume_checkpoint(run.trainer.saved_model_file)
+
+
+def test_the_scaler_state_is_checkpointed_and_a_loss_func_is_refused_under_a_sampler(tiny_config):
+    keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_config": SMALL_PEER, "epochs": 1, "enable_scaler": True}
+    run = build_experiment(Config("SASRec", config_dict=keys))
+    run.trainer.fit(run.train_data, run.valid_data, saved=True)
+    saved = torch.load(run.trainer.saved_model_file, weights_only=True)["scaler"]
+    assert saved["scale"] == run.trainer.scaler.get_scale() > 1
+    with pytest.raises(ValueError, match="the loss is the sampler's"):
+        run.trainer.train_step(next(iter(run.train_data)), loss_func=run.model.calculate_loss)
+
+
+def test_the_peers_summary_names_its_keys_and_size(tiny_config):
+    from recbole_mdcns.samplers.mdcns import model_summary
+
+    run = build_experiment(Config("SASRec", config_dict={**tiny_config, "sampler": "MDCNS"}))
+    summary = model_summary(peer_of(run), run.sampler.co_trained["peer"].config)
+    size = sum(p.numel() for p in peer_of(run).parameters())
+    assert summary == (f"GRU4Rec (embedding_size=16, hidden_size=16, num_layers=1, dropout_prob=0.0, loss_type=CE; "
+                       f"{size:,} parameters)")
+
+
 def peer_config(tiny_config, model="SASRec", **keys):
     config = Config(model, config_dict={**tiny_config, "sampler": "MDCNS", **keys})
     return PeerConfig(config, config["mdcns_peer_model"], config["mdcns_peer_config"])

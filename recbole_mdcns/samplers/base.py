@@ -9,6 +9,7 @@ re-scores what was selected with gradient.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -70,6 +71,13 @@ def sampler_class(name: str) -> type["NegativeSampler"]:
 def known_keys() -> set[str]:
     """Every plugin key of every registered sampler."""
     return {"sampler"} | {p.key for cls in SAMPLERS.values() for p in cls.all_params()}
+
+
+def closest_key_problem(key: str, known: Any, what: str) -> str:
+    """"<key> is not <what> (did you mean <the closest known key>?)"."""
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else "see the README's config keys"
+    return f"{key} is not {what} ({hint})"
 
 
 def key_prefixes() -> tuple[str, ...]:
@@ -171,12 +179,13 @@ class NegativeSampler:
     def build(cls, config: Any, dataset: Dataset, **keys: Any) -> "NegativeSampler":
         """This sampler for a RecBole `Config` built elsewhere: `keys` over the keys the user
         set in the config over the sampler's defaults, validated as at start-up."""
-        user_set = getattr(config, "external_config_dict", {})
+        defaults, user_set = cls.defaults(), getattr(config, "external_config_dict", {})
+        problems = [closest_key_problem(key, defaults, f"a key of {cls.name}") for key in sorted(set(keys) - set(defaults))]
         merged = copy.copy(config)
-        merged.final_config_dict = {**config.final_config_dict, **cls.defaults(),
-                                    **{k: v for k, v in user_set.items() if k in cls.defaults()}, **keys}
+        merged.final_config_dict = {**config.final_config_dict, **defaults,
+                                    **{k: v for k, v in user_set.items() if k in defaults}, **keys}
         merged["sampler"] = cls.name
-        problems = cls.validate(merged)
+        problems += cls.validate(merged)
         if problems:
             raise ConfigError(problems)
         return cls(merged, dataset)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from logging import getLogger
 from typing import Any, Mapping
 
+import recbole
 import torch
 import torch.nn.functional as F
 import yaml
@@ -27,7 +28,7 @@ from torch import Tensor
 
 from recbole_mdcns.losses import ranking_loss
 from recbole_mdcns.params import ConfigError, Param
-from recbole_mdcns.samplers.base import NO_CO_BATCHES, CoTrained, Loss, NegativeSampler, ordered, register
+from recbole_mdcns.samplers.base import CoTrained, Loss, NegativeSampler, ordered, register
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch, backbone_for
 
@@ -123,8 +124,11 @@ class PeerConfig(RecBoleConfig):
 
 
 def model_summary(model: torch.nn.Module, config: Any) -> str:
-    """`Name (key=value, ...; P parameters)` with the model's own RecBole keys."""
-    keys = ", ".join(f"{k}={config[k]}" for k in config.parameters.get("Model", []) if k in config.final_config_dict)
+    """`Name (key=value, ...; P parameters)` with the keys of the model's RecBole yaml."""
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{type(model).__name__}.yaml")
+    with open(path, encoding="utf-8") as f:
+        names = yaml.load(f, Loader=config.yaml_loader) or {}
+    keys = ", ".join(f"{k}={config[k]}" for k in names)
     size = sum(p.numel() for p in model.parameters())
     return f"{type(model).__name__} ({keys}; {size:,} parameters)"
 
@@ -178,7 +182,7 @@ class MDCNSSampler(NegativeSampler):
         self.co_trained = {"peer": CoTrained(peer, peer_config)}
         getLogger().info(f"MDCNS peer: {model_summary(peer, peer_config)}")
 
-    def loss(self, batch: EncodedBatch, co_batches: Mapping[str, EncodedBatch] = NO_CO_BATCHES) -> Loss:
+    def loss(self, batch: EncodedBatch, co_batches: Mapping[str, EncodedBatch]) -> Loss:
         peer_batch = co_batches["peer"]
         candidates = self.candidate_pool(batch)
         s_self, s_peer = batch.score(candidates), peer_batch.score(candidates)
