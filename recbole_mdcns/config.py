@@ -11,9 +11,10 @@ from typing import Any
 import torch
 from recbole.config import Config as RecBoleConfig
 
-from recbole_mdcns.params import ConfigError
+from recbole_mdcns.evaluation import EVAL_PARAMS, check_eval_mask
+from recbole_mdcns.params import ConfigError, validate_params
 from recbole_mdcns.samplers import SAMPLERS, sampler_class
-from recbole_mdcns.samplers.base import closest_key_problem, key_prefixes, known_keys
+from recbole_mdcns.samplers.base import SHARED_PARAMS, closest_key_problem, key_prefixes, known_keys, sampler_names
 from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
@@ -25,6 +26,19 @@ RECBOLE_LEGACY_KEYS = {"neg_sampling"}  # RecBole's own (deprecated) key with a 
 def is_active(sampler) -> bool:
     """Whether a `sampler` value asks the plugin to train (anything but none)."""
     return sampler is not None and str(sampler).lower() != "none"
+
+
+def key_table() -> list[str]:
+    """The README's key-table rows, from the declarations: `sampler`, the keys of every
+    run, the keys shared by the samplers, then each registered sampler's own, in
+    registration order."""
+    choices = ", ".join(sampler_names()[1:])
+    rows = [f"| all | `sampler` | `{DEFAULT_SAMPLER}` | {choices} (any case), or none for RecBole's own training |"]
+    rows += [p.table_row("all") for p in EVAL_PARAMS + SHARED_PARAMS]
+    shared = {p.key for p in SHARED_PARAMS}
+    for cls in SAMPLERS.values():
+        rows += [p.table_row(cls.name) for p in cls.all_params() if p.key not in shared]
+    return rows
 
 
 def startup_notes(config: Any) -> list[str]:
@@ -60,6 +74,7 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         sampler = self.external_config_dict.get("sampler", DEFAULT_SAMPLER)
         self.internal_config_dict["sampler"] = DEFAULT_SAMPLER
+        self.internal_config_dict.update({p.key: p.default for p in EVAL_PARAMS})
         if is_active(sampler) and str(sampler).lower() in SAMPLERS:  # an unknown one is reported by _validate
             self.internal_config_dict.update(SAMPLERS[str(sampler).lower()].defaults())
 
@@ -112,16 +127,20 @@ class Config(RecBoleConfig):
 
     def _validate(self) -> None:
         """Check every plugin key and cross-key constraint; raise one ConfigError listing all."""
+        problems = validate_params(self, EVAL_PARAMS)
+        problems = problems or check_eval_mask(self)
         sampler = self.final_config_dict["sampler"]
         if not is_active(sampler):
             self.final_config_dict["sampler"] = "none"
+            if problems:
+                raise ConfigError(problems)
             return
         try:
             cls = sampler_class(sampler)
         except ConfigError as error:
             raise ConfigError(error.problems) from None
         self.final_config_dict["sampler"] = cls.name
-        problems = self._typos()
+        problems += self._typos()
         try:
             backbone_for(self.model)
         except ConfigError as error:

@@ -91,3 +91,17 @@ class Param:
         ):
             return bad
         return value, None
+
+
+def validate_params(config: Any, params: Sequence[Param]) -> list[str]:
+    """Type-check `params` in `config` in place (canonical types and spellings); return the problems."""
+    problems = []
+    for param in params:
+        if param.key not in config:
+            problems.append(f"{param.key} is missing: must be {param.allowed()}")
+            continue
+        value, problem = param.coerce(config[param.key])
+        if problem:
+            problems.append(problem)
+        config[param.key] = value
+    return problems

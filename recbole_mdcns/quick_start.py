@@ -31,12 +31,12 @@ def build_trainer(config: Any, model: Any, dataset: Any, sampler: Optional[str] 
     defaults. Use it as RecBole's Trainer."""
     name = sampler or config["sampler"] or DEFAULT_SAMPLER
     if not is_active(name):
-        return SampledTrainer(config, model)
+        return SampledTrainer(config, model, train_dataset=dataset)
     try:
         backbone_for(type(model).__name__)
     except ConfigError as error:
         raise ConfigError(error.problems) from None
-    return SampledTrainer(config, model, sampler_class(name).build(config, dataset, **keys))
+    return SampledTrainer(config, model, sampler_class(name).build(config, dataset, **keys), dataset)
 
 
 def _report_to_ray(test_result: dict[str, Any]) -> None:
@@ -97,7 +97,7 @@ def build_experiment(config: Config) -> Experiment:
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     sampler = build_sampler(config, train_data._dataset)
-    trainer = SampledTrainer(config, model, sampler)
+    trainer = SampledTrainer(config, model, sampler, train_data._dataset)
     return Experiment(config, dataset, train_data, valid_data, test_data, model, sampler, trainer)
 
 

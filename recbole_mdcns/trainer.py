@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
 import torch
+from recbole.data.dataset import Dataset
 from recbole.data.interaction import Interaction
 from recbole.trainer import Trainer
 from recbole.trainer.trainer import AbstractTrainer
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from recbole_mdcns import checkpoint
 from recbole_mdcns.config import DISTRIBUTED_KEYS, startup_notes
+from recbole_mdcns.evaluation import HistoryMask
 from recbole_mdcns.parallel import arm_gradient_sync, distributed
 from recbole_mdcns.samplers.base import NegativeSampler
 from recbole_mdcns.scoring import encode_batch
@@ -71,8 +73,15 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
     reference runs), still writing the plugin's checkpoint format.
     """
 
-    def __init__(self, config: Any, model: Any, sampler: Optional[NegativeSampler] = None):
+    def __init__(self, config: Any, model: Any, sampler: Optional[NegativeSampler] = None,
+                 train_dataset: Optional[Dataset] = None):
+        """`train_dataset`: the training split, needed with `eval_mask` (the users' earlier items)."""
         super().__init__(config, model)
+        masked = (config["eval_mask"] or "none") != "none"  # a RecBole Config has no eval_mask
+        if masked and train_dataset is None:
+            raise ValueError(f"eval_mask = {config['eval_mask']!r} needs the training dataset: "
+                             "SampledTrainer(config, model, sampler, train_dataset)")
+        self.history_mask = HistoryMask(config, train_dataset) if masked else None
         self.sampler = sampler
         self.diagnostics: dict[str, float] = {}
         self._saving = False  # fit(saved=...)
@@ -156,6 +165,12 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             self.sampler.on_epoch_end(epoch_idx)
             self.diagnostics = self.sampler.pop_diagnostics()
         return total
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self.history_mask is not None:
+            self.history_mask.apply(interaction, scores, positive_u, positive_i)
+        return interaction, scores, positive_u, positive_i
 
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         line = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)

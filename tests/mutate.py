@@ -206,6 +206,21 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_keys.py::test_a_typo_in_a_registered_samplers_key_is_reported",),
         "a misspelt plugin key passes silently",
     ),
+    # ----- evaluation -----
+    Mutation(
+        "eval_mask_without_the_prefix", "recbole_mdcns/evaluation.py",
+        "earlier = torch.cat([self.user_items[users], interaction[self.seq_field].to(scores.device)], dim=1)",
+        "earlier = self.user_items[users]",
+        ("tests/test_evaluation.py",),
+        "a test row's validation item (the end of its prefix) stays ranked",
+    ),
+    Mutation(
+        "eval_mask_always_keeps_the_target", "recbole_mdcns/evaluation.py",
+        "        if self.keep_target:\n",
+        "        if True:\n",
+        ("tests/test_evaluation.py",),
+        "a target the user had before is never masked (not the anchors' protocol)",
+    ),
 ]
 
 # what the copy leaves out: at the root, and by name anywhere below it

@@ -2,7 +2,7 @@
 
 Imported in the order of the README's key table (registration order)."""
 from recbole_mdcns.samplers.base import (
-    SAMPLERS, CoTrained, NegativeSampler, key_table, register, sampler_class, sampler_names,
+    SAMPLERS, CoTrained, NegativeSampler, register, sampler_class, sampler_names,
 )
 from recbole_mdcns.samplers.uniform import UniformSampler  # isort: skip
 from recbole_mdcns.samplers.popularity import PopularitySampler  # isort: skip
@@ -12,6 +12,6 @@ from recbole_mdcns.samplers.divns import DivNSSampler  # isort: skip
 from recbole_mdcns.samplers.mdcns import MDCNSSampler  # isort: skip
 
 __all__ = [
-    "NegativeSampler", "CoTrained", "SAMPLERS", "register", "sampler_class", "sampler_names", "key_table",
+    "NegativeSampler", "CoTrained", "SAMPLERS", "register", "sampler_class", "sampler_names",
     "UniformSampler", "PopularitySampler", "DNSSampler", "GenNiSampler", "DivNSSampler", "MDCNSSampler",
 ]

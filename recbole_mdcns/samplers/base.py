@@ -20,7 +20,7 @@ from recbole.data.dataset import Dataset
 from torch import Tensor, nn
 
 from recbole_mdcns.losses import LOSSES, ranking_loss
-from recbole_mdcns.params import ConfigError, Param
+from recbole_mdcns.params import ConfigError, Param, validate_params
 from recbole_mdcns.scoring import EncodedBatch
 
 Loss = Union[Tensor, tuple[Tensor, ...]]
@@ -84,18 +84,6 @@ def key_prefixes() -> tuple[str, ...]:
     """The prefixes of the registered samplers' keys (`neg_`, `dns_`, ...): a user key with
     one of them that no sampler declares is a typo."""
     return tuple(sorted({p.key.split("_")[0] + "_" for cls in SAMPLERS.values() for p in cls.all_params()}))
-
-
-def key_table(default_sampler: str) -> list[str]:
-    """The README's key-table rows, from the declarations: the shared keys, then each
-    registered sampler's own, in registration order."""
-    shared = {p.key for p in SHARED_PARAMS}
-    choices = ", ".join(sampler_names()[1:])
-    rows = [f"| all | `sampler` | `{default_sampler}` | {choices} (any case), or none for RecBole's own training |"]
-    rows += [p.table_row("all") for p in SHARED_PARAMS]
-    for cls in SAMPLERS.values():
-        rows += [p.table_row(cls.name) for p in cls.all_params() if p.key not in shared]
-    return rows
 
 
 def sampler_names() -> list[str]:
@@ -164,16 +152,7 @@ class NegativeSampler:
     def validate(cls, config: Any) -> list[str]:
         """Type-check every key of this sampler in place (canonical types and spellings),
         then its cross-key constraints; return every problem found."""
-        problems = []
-        for param in cls.all_params():
-            if param.key not in config:
-                problems.append(f"{param.key} is missing: must be {param.allowed()}")
-                continue
-            value, problem = param.coerce(config[param.key])
-            if problem:
-                problems.append(problem)
-            config[param.key] = value
-        return problems + cls.check_config(config)
+        return validate_params(config, cls.all_params()) + cls.check_config(config)
 
     @classmethod
     def build(cls, config: Any, dataset: Dataset, **keys: Any) -> "NegativeSampler":
@@ -264,31 +243,14 @@ class ExclusionSets:
         self.n_items = dataset.item_num - 1
         self.pad = self.n_items + 1
         self.user_items: Optional[Tensor] = None
-        item_field, seq_field = config["ITEM_ID_FIELD"], config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
         if self.mode == "user":
-            self.user_items = self._user_item_matrix(dataset, config["USER_ID_FIELD"], item_field, seq_field)
-            self.user_items = self.user_items.to(config["device"])
+            self.user_items = user_item_matrix(config, dataset, self.pad).to(config["device"])
             self.max_excluded = int((self.user_items <= self.n_items).sum(1).max())
         else:
-            rows = torch.cat([dataset.inter_feat[item_field].unsqueeze(1), dataset.inter_feat[seq_field]], dim=1)
+            item_field = config["ITEM_ID_FIELD"]
+            inter = dataset.inter_feat
+            rows = torch.cat([inter[item_field].unsqueeze(1), inter[item_field + config["LIST_SUFFIX"]]], dim=1)
             self.max_excluded = distinct_items(rows).max().item() if len(rows) else 0
-
-    def _user_item_matrix(self, dataset: Dataset, user_field: str, item_field: str, seq_field: str) -> Tensor:
-        """[U, W] sorted, deduplicated training items of each user (targets and prefixes)."""
-        inter = dataset.inter_feat
-        users = inter[user_field]
-        items = torch.cat([inter[item_field].unsqueeze(1), inter[seq_field]], dim=1)
-        users = users.unsqueeze(1).expand_as(items).reshape(-1)
-        items = items.reshape(-1)
-        keep = items > 0
-        pairs = torch.unique(users[keep] * (self.n_items + 1) + items[keep])  # sorted by (user, item)
-        users, items = pairs // (self.n_items + 1), pairs % (self.n_items + 1)
-        counts = torch.bincount(users, minlength=dataset.user_num)
-        starts = torch.cumsum(counts, 0) - counts
-        col = torch.arange(len(items)) - starts[users]
-        matrix = torch.full((dataset.user_num, int(counts.max())), self.pad, dtype=torch.long)
-        matrix[users, col] = items
-        return matrix
 
     def for_batch(self, batch: EncodedBatch) -> Tensor:
         """The excluded ids of each row [B, W], padded with N+1."""
@@ -296,6 +258,25 @@ class ExclusionSets:
         if self.mode == "user":
             return torch.cat([target, self.user_items[batch.users]], dim=1)
         return torch.cat([target, batch.item_seq.masked_fill(batch.item_seq == 0, self.pad)], dim=1)
+
+
+def user_item_matrix(config: Any, dataset: Dataset, pad: int) -> Tensor:
+    """[U, W] sorted, deduplicated items of each user in `dataset`'s rows (targets and
+    prefixes), padded with `pad`."""
+    item_field, n_ids = config["ITEM_ID_FIELD"], dataset.item_num
+    inter = dataset.inter_feat
+    items = torch.cat([inter[item_field].unsqueeze(1), inter[item_field + config["LIST_SUFFIX"]]], dim=1)
+    users = inter[config["USER_ID_FIELD"]].unsqueeze(1).expand_as(items).reshape(-1)
+    items = items.reshape(-1)
+    keep = items > 0
+    pairs = torch.unique(users[keep] * n_ids + items[keep])  # sorted by (user, item)
+    users, items = pairs // n_ids, pairs % n_ids
+    counts = torch.bincount(users, minlength=dataset.user_num)
+    starts = torch.cumsum(counts, 0) - counts
+    col = torch.arange(len(items)) - starts[users]
+    matrix = torch.full((dataset.user_num, max(int(counts.max()), 1)), pad, dtype=torch.long)
+    matrix[users, col] = items
+    return matrix
 
 
 def distinct_items(rows: Tensor) -> Tensor:
