@@ -18,8 +18,6 @@ from recbole_mdcns.samplers.base import SHARED_PARAMS, closest_key_problem, key_
 from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
-# what `quick_start.run` adds for a multi-process run: where it ran, not what it computes
-DISTRIBUTED_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset")
 RECBOLE_LEGACY_KEYS = {"neg_sampling"}  # RecBole's own (deprecated) key with a plugin prefix
 
 

@@ -7,6 +7,9 @@ import torch
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+# what `quick_start.run` adds for a multi-process run: where it ran, not what it computes
+DISTRIBUTED_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset")
+
 
 def distributed(module: torch.nn.Module, config: Any) -> DistributedDataParallel:
     """A DDP wrapper on the module's device: device_ids only on CUDA (gloo runs on CPU)."""

@@ -31,9 +31,9 @@ from torch.nn.utils.clip_grad import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_mdcns import checkpoint
-from recbole_mdcns.config import DISTRIBUTED_KEYS, startup_notes
+from recbole_mdcns.config import startup_notes
 from recbole_mdcns.evaluation import HistoryMask
-from recbole_mdcns.parallel import arm_gradient_sync, distributed
+from recbole_mdcns.parallel import DISTRIBUTED_KEYS, arm_gradient_sync, distributed
 from recbole_mdcns.samplers.base import NegativeSampler
 from recbole_mdcns.scoring import encode_batch
 

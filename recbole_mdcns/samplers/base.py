@@ -247,9 +247,7 @@ class ExclusionSets:
             self.user_items = user_item_matrix(config, dataset, self.pad).to(config["device"])
             self.max_excluded = int((self.user_items <= self.n_items).sum(1).max())
         else:
-            item_field = config["ITEM_ID_FIELD"]
-            inter = dataset.inter_feat
-            rows = torch.cat([inter[item_field].unsqueeze(1), inter[item_field + config["LIST_SUFFIX"]]], dim=1)
+            rows = row_items(config, dataset)
             self.max_excluded = distinct_items(rows).max().item() if len(rows) else 0
 
     def for_batch(self, batch: EncodedBatch) -> Tensor:
@@ -260,13 +258,18 @@ class ExclusionSets:
         return torch.cat([target, batch.item_seq.masked_fill(batch.item_seq == 0, self.pad)], dim=1)
 
 
+def row_items(config: Any, dataset: Dataset) -> Tensor:
+    """Each row's target and prefix ids (0 is padding): [rows, 1 + L]."""
+    item_field, inter = config["ITEM_ID_FIELD"], dataset.inter_feat
+    return torch.cat([inter[item_field].unsqueeze(1), inter[item_field + config["LIST_SUFFIX"]]], dim=1)
+
+
 def user_item_matrix(config: Any, dataset: Dataset, pad: int) -> Tensor:
     """[U, W] sorted, deduplicated items of each user in `dataset`'s rows (targets and
     prefixes), padded with `pad`."""
-    item_field, n_ids = config["ITEM_ID_FIELD"], dataset.item_num
-    inter = dataset.inter_feat
-    items = torch.cat([inter[item_field].unsqueeze(1), inter[item_field + config["LIST_SUFFIX"]]], dim=1)
-    users = inter[config["USER_ID_FIELD"]].unsqueeze(1).expand_as(items).reshape(-1)
+    n_ids = dataset.item_num
+    items = row_items(config, dataset)
+    users = dataset.inter_feat[config["USER_ID_FIELD"]].unsqueeze(1).expand_as(items).reshape(-1)
     items = items.reshape(-1)
     keep = items > 0
     pairs = torch.unique(users[keep] * n_ids + items[keep])  # sorted by (user, item)

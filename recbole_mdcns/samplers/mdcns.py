@@ -27,6 +27,7 @@ from recbole.utils import get_model
 from torch import Tensor
 
 from recbole_mdcns.losses import ranking_loss
+from recbole_mdcns.parallel import DISTRIBUTED_KEYS
 from recbole_mdcns.params import ConfigError, Param
 from recbole_mdcns.samplers.base import CoTrained, Loss, NegativeSampler, ordered, register
 from recbole_mdcns.samplers.dns import draw_top_m
@@ -93,8 +94,7 @@ def mdcns_losses(
 
 
 # self's run set-up that the peer shares rather than sets up again
-SHARED_RUN_KEYS = ("gpu_id", "use_gpu", "device", "single_spec", "local_rank", "world_size", "nproc", "offset",
-                   "ip", "port", "dist_backend")
+SHARED_RUN_KEYS = ("gpu_id", "use_gpu", "device", "single_spec", "dist_backend") + DISTRIBUTED_KEYS
 
 
 class PeerConfig(RecBoleConfig):
