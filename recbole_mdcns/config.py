@@ -12,6 +12,7 @@ import torch
 from recbole.config import Config as RecBoleConfig
 
 from recbole_mdcns.evaluation import EVAL_PARAMS, check_eval_mask
+from recbole_mdcns.layout import LAYOUT_PARAMS, check_layout
 from recbole_mdcns.params import ConfigError, validate_params
 from recbole_mdcns.samplers import SAMPLERS, sampler_class
 from recbole_mdcns.samplers.base import SHARED_PARAMS, closest_key_problem, key_prefixes, known_keys, sampler_names
@@ -19,6 +20,7 @@ from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
 RECBOLE_LEGACY_KEYS = {"neg_sampling"}  # RecBole's own (deprecated) key with a plugin prefix
+RUN_PARAMS = EVAL_PARAMS + LAYOUT_PARAMS  # the keys of every run, with a sampler or without
 
 
 def is_active(sampler) -> bool:
@@ -32,7 +34,7 @@ def key_table() -> list[str]:
     registration order."""
     choices = ", ".join(sampler_names()[1:])
     rows = [f"| all | `sampler` | `{DEFAULT_SAMPLER}` | {choices} (any case), or none for RecBole's own training |"]
-    rows += [p.table_row("all") for p in EVAL_PARAMS + SHARED_PARAMS]
+    rows += [p.table_row("all") for p in RUN_PARAMS + SHARED_PARAMS]
     shared = {p.key for p in SHARED_PARAMS}
     for cls in SAMPLERS.values():
         rows += [p.table_row(cls.name) for p in cls.all_params() if p.key not in shared]
@@ -72,7 +74,7 @@ class Config(RecBoleConfig):
         super()._load_internal_config_dict(model, model_class, dataset)
         sampler = self.external_config_dict.get("sampler", DEFAULT_SAMPLER)
         self.internal_config_dict["sampler"] = DEFAULT_SAMPLER
-        self.internal_config_dict.update({p.key: p.default for p in EVAL_PARAMS})
+        self.internal_config_dict.update({p.key: p.default for p in RUN_PARAMS})
         if is_active(sampler) and str(sampler).lower() in SAMPLERS:  # an unknown one is reported by _validate
             self.internal_config_dict.update(SAMPLERS[str(sampler).lower()].defaults())
 
@@ -125,11 +127,16 @@ class Config(RecBoleConfig):
 
     def _validate(self) -> None:
         """Check every plugin key and cross-key constraint; raise one ConfigError listing all."""
-        problems = validate_params(self, EVAL_PARAMS)
+        problems = validate_params(self, RUN_PARAMS)
         problems = problems or check_eval_mask(self)
         sampler = self.final_config_dict["sampler"]
         if not is_active(sampler):
             self.final_config_dict["sampler"] = "none"
+            if not problems and self["train_layout"] == "sequence":
+                problems = check_layout(self, {"model": self.model}) + self._time_ordered()
+                if self["loss_type"] != "CE":
+                    problems.append(f"loss_type = {self['loss_type']!r}: with sampler none, train_layout = "
+                                    "'sequence' trains RecBole's CE at every position; set loss_type CE")
             if problems:
                 raise ConfigError(problems)
             return
@@ -144,8 +151,18 @@ class Config(RecBoleConfig):
         except ConfigError as error:
             problems += error.problems
         problems += cls.validate(self)
+        if not problems:
+            problems = check_layout(self, {"model": self.model, **cls.co_trained_models(self)}) + self._time_ordered()
         if problems:
             raise ConfigError(problems)
+
+    def _time_ordered(self) -> list[str]:
+        """The samplers and the sequence layout read each user's training rows in time order."""
+        order = self["eval_args"].get("order")
+        if order == "TO":
+            return []
+        return [f"eval_args order = {order!r}: the negative samplers and train_layout read each user's training "
+                "rows in time order; set eval_args order TO (RecBole's default for sequential models)"]
 
     def _typos(self) -> list[str]:
         """User keys with a plugin prefix that no sampler knows, with the closest known key."""

@@ -16,7 +16,7 @@ from recbole.data.interaction import Interaction
 from torch import Tensor
 
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import user_item_matrix
+from recbole_mdcns.history import UserHistory
 
 EVAL_MASKS = ("none", "history", "history_keep_target")
 EVAL_PARAMS = (
@@ -53,7 +53,7 @@ class HistoryMask:
         self.user_field = config["USER_ID_FIELD"]
         self.seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
         # padded with 0, the padding item, whose score is already -inf
-        self.user_items = user_item_matrix(config, train_dataset, pad=0).to(config["device"])
+        self.user_items = UserHistory(config, train_dataset, pad=0).items.long().to(config["device"])
 
     def apply(self, interaction: Interaction, scores: Tensor, positive_u: Tensor, positive_i: Tensor) -> None:
         """Mask `scores` [B, N+1] in place; the targets are (positive_u, positive_i)."""

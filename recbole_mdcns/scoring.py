@@ -15,6 +15,8 @@ import torch
 from recbole.data.interaction import Interaction
 from torch import Tensor, nn
 
+from recbole_mdcns.history import TARGET_INDEX_FIELD
+from recbole_mdcns.layout import every_position, positions
 from recbole_mdcns.params import ConfigError
 
 
@@ -101,13 +103,14 @@ def backbone_for(model_name: str) -> Backbone:
 
 @dataclass
 class EncodedBatch:
-    """One training batch after a single encoder pass of one model."""
+    """One training batch after a single encoder pass of one model: B training rows (under
+    train_layout: sequence, every position of the batch's rows is a row here)."""
 
     seq_emb: Tensor  # h [B, d], carries gradient
     item_table: Tensor  # E [N+1, d], carries gradient
     pos_items: Tensor  # [B]
-    item_seq: Tensor  # [B, L], right-padded with 0
     users: Tensor  # [B]
+    target_index: Tensor  # [B] the target's index in its user's training sequence
 
     @property
     def size(self) -> int:
@@ -135,13 +138,16 @@ class EncodedBatch:
         return (self.seq_emb * self.item_rows(self.pos_items)).sum(-1)
 
 
-def encode_batch(model: nn.Module, interaction: Interaction) -> EncodedBatch:
-    """Run `model`'s encoder once on a batch and return what the samplers score with."""
+def encode_batch(model: nn.Module, interaction: Interaction, layout: str = "prefix") -> EncodedBatch:
+    """Run `model`'s encoder once on a batch (of `layout`'s rows, which carry their
+    TARGET_INDEX_FIELD) and return what the samplers score with."""
     backbone = backbone_for(type(model).__name__)
-    return EncodedBatch(
-        seq_emb=backbone.encode(model, interaction),
-        item_table=backbone.item_table(model),
-        pos_items=interaction[model.ITEM_ID],
-        item_seq=interaction[model.ITEM_SEQ],
-        users=interaction[model.USER_ID],
-    )
+    users = interaction[model.USER_ID]
+    if layout == "sequence":
+        at = positions(interaction, model)
+        hidden = every_position(model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+        return EncodedBatch(seq_emb=hidden[at.row, at.column], item_table=backbone.item_table(model),
+                            pos_items=at.target, users=users[at.row], target_index=at.target_index)
+    return EncodedBatch(seq_emb=backbone.encode(model, interaction), item_table=backbone.item_table(model),
+                        pos_items=interaction[model.ITEM_ID], users=users,
+                        target_index=interaction[TARGET_INDEX_FIELD])

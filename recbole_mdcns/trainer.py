@@ -33,6 +33,8 @@ from tqdm import tqdm
 from recbole_mdcns import checkpoint
 from recbole_mdcns.config import startup_notes
 from recbole_mdcns.evaluation import HistoryMask
+from recbole_mdcns.history import add_target_index, is_longest_prefix, longest_prefix_dataset
+from recbole_mdcns.losses import full_softmax_loss
 from recbole_mdcns.parallel import DISTRIBUTED_KEYS, arm_gradient_sync, distributed
 from recbole_mdcns.samplers.base import NegativeSampler
 from recbole_mdcns.scoring import encode_batch
@@ -82,7 +84,10 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             raise ValueError(f"eval_mask = {config['eval_mask']!r} needs the training dataset: "
                              "SampledTrainer(config, model, sampler, train_dataset)")
         self.history_mask = HistoryMask(config, train_dataset) if masked else None
+        self.layout: str = config["train_layout"] or "prefix"  # a RecBole Config has no train_layout
         self.sampler = sampler
+        if train_dataset is not None and self._reads_target_index():
+            add_target_index(config, train_dataset)
         self.diagnostics: dict[str, float] = {}
         self._saving = False  # fit(saved=...)
         self._pending_rng: Optional[dict[str, Any]] = None  # restored at the next epoch's start
@@ -122,9 +127,9 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         sync_loss = sum(arm_gradient_sync(part.model, part.wrapper) for part in trained.values() if part.wrapper is not None)
         with torch.autocast(device_type=self.device.type, enabled=self.enable_amp):
             if self.sampler is None:
-                losses = (loss_func or self.model.calculate_loss)(interaction)
+                losses = (loss_func or self._own_loss)(interaction)
             else:
-                encoded = {name: encode_batch(part.model, interaction) for name, part in trained.items()}
+                encoded = {name: encode_batch(part.model, interaction, self.layout) for name, part in trained.items()}
                 losses = self.sampler.loss(encoded.pop(SELF), encoded)
         loss = sum(losses) if isinstance(losses, tuple) else losses
         self._check_nan(loss)
@@ -137,9 +142,34 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         scaler.update()
         return tuple(p.item() for p in losses) if isinstance(losses, tuple) else losses.item()
 
+    def _own_loss(self, interaction: Interaction) -> torch.Tensor:
+        """The loss without a sampler: the model's own, or under train_layout: sequence
+        RecBole's CE at every position."""
+        if self.layout == "prefix":
+            return self.model.calculate_loss(interaction)
+        batch = encode_batch(self.model, interaction, self.layout)
+        return full_softmax_loss(batch.seq_emb, batch.item_table, batch.pos_items)
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's fit, on the rows of `train_layout` built from `train_data`'s training split."""
         self._saving = saved
+        train_data = self.layout_rows(train_data)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def layout_rows(self, train_data: Any) -> Any:
+        """The training loader this trainer steps through: RecBole's prefix rows with their
+        target index (which the samplers' exclusion reads), or under train_layout:
+        sequence a loader of each user's longest prefix."""
+        if not self._reads_target_index():
+            return train_data
+        add_target_index(self.config, train_data._dataset)
+        if self.layout == "prefix" or is_longest_prefix(train_data._dataset):
+            return train_data
+        rows = longest_prefix_dataset(self.config, train_data._dataset)
+        return type(train_data)(self.config, rows, train_data._sampler, shuffle=train_data.shuffle)
+
+    def _reads_target_index(self) -> bool:
+        return self.sampler is not None or self.layout == "sequence"
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         generator = getattr(train_data, "generator", None)

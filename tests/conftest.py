@@ -22,6 +22,7 @@ from scipy.stats import chi2
 
 import recbole_mdcns  # noqa: F401  (applies the compatibility fixes)
 from recbole_mdcns.samplers import sampler_class
+from recbole_mdcns.history import target_indices
 from recbole_mdcns.scoring import EncodedBatch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,30 +136,44 @@ def chi_square_ok(counts: torch.Tensor, probs: torch.Tensor) -> bool:
 
 
 class FakeDataset:
-    """What a sampler reads from RecBole's training dataset."""
+    """What a sampler reads from RecBole's training dataset: prefix rows `seqs` [R, L]
+    (right-padded), their `targets` and `users` (default: one user per row). Rows are
+    read when a sampler is built, so a test may edit them before."""
 
     item_num = BATCH_ITEMS + 1
     user_num = BATCH_ROWS + 1
 
-    def __init__(self, seqs: torch.Tensor, targets: torch.Tensor):
-        self.inter_feat = {"user_id": torch.arange(1, len(targets) + 1), "item_id": targets, "item_id_list": seqs}
+    def __init__(self, seqs: torch.Tensor, targets: torch.Tensor, users: torch.Tensor | None = None):
+        self.seqs, self.targets = seqs, targets
+        self.users = torch.arange(1, len(targets) + 1) if users is None else users
+
+    @property
+    def inter_feat(self) -> dict[str, torch.Tensor]:
+        return {"user_id": self.users, "item_id": self.targets, "item_id_list": self.seqs,
+                "item_length": (self.seqs > 0).sum(1)}
+
+    def batch(self, seq_emb: torch.Tensor, item_table: torch.Tensor) -> EncodedBatch:
+        """An encoded batch of all the rows (their target index is the prefix length: one row per user)."""
+        return EncodedBatch(seq_emb=seq_emb, item_table=item_table, pos_items=self.targets, users=self.users,
+                            target_index=target_indices(CONFIG_FIELDS, self))
+
+
+CONFIG_FIELDS = {"ITEM_ID_FIELD": "item_id", "USER_ID_FIELD": "user_id", "LIST_SUFFIX": "_list",
+                 "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": BATCH_SEQ, "eval_args": {"order": "TO"}}
 
 
 def make_batch(seed: int = 0) -> tuple[EncodedBatch, FakeDataset]:
     """BATCH_ROWS rows (one user each) over BATCH_ITEMS items, prefixes of BATCH_SEQ ids
-    (half the rows padded), random embeddings; the dataset holds the same rows."""
+    (half the rows padded), random embeddings; the dataset holds the same rows (the
+    batch's targets are the dataset's tensor)."""
     gen = torch.Generator().manual_seed(seed)
     seqs = torch.randint(1, BATCH_ITEMS + 1, (BATCH_ROWS, BATCH_SEQ), generator=gen)
     seqs[: BATCH_ROWS // 2, BATCH_SEQ - 2 :] = 0  # half the rows are padded
     targets = torch.randint(1, BATCH_ITEMS + 1, (BATCH_ROWS,), generator=gen)
-    batch = EncodedBatch(
-        seq_emb=torch.randn(BATCH_ROWS, BATCH_DIM, generator=gen),
-        item_table=torch.randn(BATCH_ITEMS + 1, BATCH_DIM, generator=gen),
-        pos_items=targets,
-        item_seq=seqs,
-        users=torch.arange(1, BATCH_ROWS + 1),
-    )
-    return batch, FakeDataset(seqs, targets)
+    dataset = FakeDataset(seqs, targets)
+    batch = dataset.batch(torch.randn(BATCH_ROWS, BATCH_DIM, generator=gen),
+                          torch.randn(BATCH_ITEMS + 1, BATCH_DIM, generator=gen))
+    return batch, dataset
 
 
 def make_sampler(name: str, dataset: FakeDataset, **keys):
@@ -166,13 +181,12 @@ def make_sampler(name: str, dataset: FakeDataset, **keys):
     config = {
         "neg_loss": "BPR", "neg_num": 1, "neg_candidate_num": 50, "neg_exclude": "history",
         "dns_top_m": 1, "popularity_alpha": 1.0, "device": torch.device("cpu"), "dataset": "fake",
-        "ITEM_ID_FIELD": "item_id", "USER_ID_FIELD": "user_id", "LIST_SUFFIX": "_list",
-        "MAX_ITEM_LIST_LENGTH": BATCH_SEQ, **keys,
+        **CONFIG_FIELDS, **keys,
     }
     return sampler_class(name)(config, dataset)
 
 
-def excluded_mask(batch: EncodedBatch, negatives: torch.Tensor) -> torch.Tensor:
-    """Which of the ids [B, K] are the row's target or in its prefix."""
-    in_prefix = (negatives.unsqueeze(-1) == batch.item_seq.unsqueeze(1)).any(-1)
-    return in_prefix | (negatives == batch.pos_items.unsqueeze(1))
+def excluded_mask(dataset: FakeDataset, negatives: torch.Tensor) -> torch.Tensor:
+    """Which of the ids [R, K] are their row's target or in its prefix (one row per user)."""
+    in_prefix = (negatives.unsqueeze(-1) == dataset.seqs.unsqueeze(1)).any(-1)
+    return in_prefix | (negatives == dataset.targets.unsqueeze(1))

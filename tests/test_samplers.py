@@ -8,16 +8,17 @@ from conftest import BATCH_ITEMS as N_ITEMS
 from conftest import BATCH_ROWS as ROWS
 from conftest import chi_square_ok, excluded_mask, make_batch, make_sampler
 from recbole_mdcns.losses import ranking_loss
-from recbole_mdcns.samplers.base import draw_from_complement
+from recbole_mdcns.samplers.base import draw_from_sorted_complement
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch
 
 
-def test_draw_from_complement_is_uniform_over_the_free_items():
+def test_draw_from_sorted_complement_is_uniform_over_the_free_items():
     torch.manual_seed(0)
     n = 12
-    excluded = torch.tensor([[3, 5, 5, 13, 1, 13]]).repeat(4, 1)  # duplicates and padding (13 = n+1)
-    draws = draw_from_complement(excluded, 6000, n)
+    items = torch.tensor([[1, 3, 4, 5, 9, 13, 13]]).repeat(4, 1)  # sorted, padded with 13 = n+1
+    excluded = torch.tensor([[True, True, False, True, False, False, False]]).repeat(4, 1)  # 1, 3, 5
+    draws = draw_from_sorted_complement(items, excluded, 6000, n)
     assert not torch.isin(draws, torch.tensor([1, 3, 5])).any()
     assert draws.min() >= 1 and draws.max() <= n
     counts = torch.bincount(draws.flatten(), minlength=n + 1).double()
@@ -26,9 +27,10 @@ def test_draw_from_complement_is_uniform_over_the_free_items():
     assert chi_square_ok(counts, probs / probs.sum())
 
 
-def test_draw_from_complement_with_a_single_free_item():
-    excluded = torch.tensor([[1, 2, 4, 5]])
-    assert torch.equal(draw_from_complement(excluded, 50, 5), torch.full((1, 50), 3))
+def test_draw_from_sorted_complement_with_a_single_free_item():
+    items = torch.tensor([[1, 2, 3, 4, 5]])
+    excluded = torch.tensor([[True, True, False, True, True]])
+    assert torch.equal(draw_from_sorted_complement(items, excluded, 50, 5), torch.full((1, 50), 3))
 
 
 @pytest.mark.parametrize("name", ["uniform", "popularity", "DNS"])
@@ -39,28 +41,14 @@ def test_negatives_never_hit_target_or_prefix(name):
     for _ in range(20):
         negatives = sampler.sample(batch)
         assert negatives.shape == (ROWS, 1)
-        assert not excluded_mask(batch, negatives).any()
+        assert not excluded_mask(dataset, negatives).any()
         assert negatives.min() >= 1 and negatives.max() <= N_ITEMS
-
-
-def test_user_exclusion_skips_every_training_item_of_the_user():
-    torch.manual_seed(0)
-    batch, dataset = make_batch()
-    # make user u's rows own a second sequence: user 1 gets all items of rows 1..3
-    dataset.inter_feat["user_id"] = torch.arange(ROWS) // 4 + 1
-    batch.users = dataset.inter_feat["user_id"]
-    sampler = make_sampler("uniform", dataset, neg_exclude="user", neg_num=8)
-    negatives = sampler.sample(batch)
-    for row in range(ROWS):
-        same_user = dataset.inter_feat["user_id"] == batch.users[row]
-        owned = torch.cat([dataset.inter_feat["item_id"][same_user], dataset.inter_feat["item_id_list"][same_user].flatten()])
-        assert not torch.isin(negatives[row], owned).any()
 
 
 def test_uniform_negatives_are_uniform():
     torch.manual_seed(1)
     batch, dataset = make_batch()
-    batch.item_seq[:] = 0
+    dataset.seqs[:] = 0
     batch.pos_items[:] = 1
     sampler = make_sampler("uniform", dataset, neg_num=64)
     counts = torch.bincount(sampler.sample(batch).flatten(), minlength=N_ITEMS + 1).double()
@@ -72,33 +60,33 @@ def test_uniform_negatives_are_uniform():
 def test_popularity_follows_count_to_the_alpha():
     torch.manual_seed(2)
     batch, dataset = make_batch()
-    batch.item_seq[:] = 0
-    batch.pos_items[:] = 1
-    dataset.inter_feat["item_id"] = torch.randint(1, 21, (ROWS,))  # only items 1..20 are popular
+    dataset.seqs[:] = 0
+    dataset.targets[:] = torch.randint(1, 21, (ROWS,))  # only items 1..20 are popular
     sampler = make_sampler("popularity", dataset, neg_num=64, popularity_alpha=0.5)
     counts = torch.bincount(sampler.sample(batch).flatten(), minlength=N_ITEMS + 1).double()
-    probs = torch.bincount(dataset.inter_feat["item_id"], minlength=N_ITEMS + 1).double().sqrt()
-    probs[1] = 0  # the target is excluded
+    weights = torch.bincount(dataset.targets, minlength=N_ITEMS + 1).double().sqrt()
+    per_row = weights.expand(ROWS, -1).scatter(1, dataset.targets.unsqueeze(1), 0.0)  # a row's target is excluded
+    probs = (per_row / per_row.sum(1, keepdim=True)).mean(0)
     assert counts[21:].sum() == 0
-    assert chi_square_ok(counts, probs / probs.sum())
+    assert chi_square_ok(counts, probs)
 
 
 def test_popularity_rows_whose_free_items_have_no_mass_fall_back_to_uniform():
     torch.manual_seed(6)
     batch, dataset = make_batch()
-    dataset.inter_feat["item_id"] = torch.arange(ROWS) % 5 + 1  # only items 1..5 carry popularity
+    dataset.targets[:] = torch.arange(ROWS) % 5 + 1  # only items 1..5 carry popularity
     # rows 0..7 exclude all of 1..5 (target 1, prefix 2..5): redraws never leave the popular
     # items, so after the redraw rounds these rows must fall back to uniform over 6..N
     stuck = torch.arange(8)
-    batch.pos_items[stuck] = 1
-    batch.item_seq[stuck] = torch.tensor([2, 3, 4, 5, 0, 0])
-    # every other row excludes none of 1..5, so it always draws popular items
+    dataset.targets[stuck] = 1
+    dataset.seqs[stuck] = torch.tensor([2, 3, 4, 5, 0, 0])
+    # every other row excludes one of 1..5 (its target), so it always draws popular items
     rest = torch.arange(8, ROWS)
-    batch.pos_items[rest] = batch.pos_items[rest].clamp(min=6)
-    batch.item_seq[rest] = torch.where(batch.item_seq[rest] > 0, batch.item_seq[rest].clamp(min=6), 0)
+    dataset.seqs[rest] = torch.where(dataset.seqs[rest] > 0, dataset.seqs[rest].clamp(min=6), 0)
+    batch = dataset.batch(batch.seq_emb, batch.item_table)
     sampler = make_sampler("popularity", dataset, neg_num=500)
     negatives = sampler.sample(batch)
-    assert not excluded_mask(batch, negatives).any()
+    assert not excluded_mask(dataset, negatives).any()
     assert negatives.min() >= 1 and negatives.max() <= N_ITEMS
     assert (negatives[rest] <= 5).all()
     counts = torch.bincount(negatives[stuck].flatten(), minlength=N_ITEMS + 1).double()

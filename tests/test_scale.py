@@ -13,15 +13,12 @@ N_LARGE = 20_000  # catalogue far larger than the batch
 
 
 def large_catalogue_batch():
-    from recbole_mdcns.scoring import EncodedBatch
-
     gen = torch.Generator().manual_seed(0)
     seqs = torch.randint(1, N_LARGE + 1, (ROWS, 6), generator=gen)
     targets = torch.randint(1, N_LARGE + 1, (ROWS,), generator=gen)
-    batch = EncodedBatch(torch.randn(ROWS, DIM, generator=gen), torch.randn(N_LARGE + 1, DIM, generator=gen),
-                         targets, seqs, torch.arange(1, ROWS + 1))
     dataset = FakeDataset(seqs, targets)
     dataset.item_num = N_LARGE + 1
+    batch = dataset.batch(torch.randn(ROWS, DIM, generator=gen), torch.randn(N_LARGE + 1, DIM, generator=gen))
     return batch, dataset
 
 

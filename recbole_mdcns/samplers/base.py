@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from recbole_mdcns.losses import LOSSES, ranking_loss
 from recbole_mdcns.params import ConfigError, Param, validate_params
+from recbole_mdcns.history import UserHistory
 from recbole_mdcns.scoring import EncodedBatch
 
 Loss = Union[Tensor, tuple[Tensor, ...]]
@@ -31,8 +32,9 @@ NO_CO_BATCHES: Mapping[str, EncodedBatch] = MappingProxyType({})
 SHARED_PARAMS = (
     Param("neg_loss", str, "BPR", "BPR or BCE over the K negatives of each row", choices=LOSSES),
     Param("neg_num", int, 1, "K, negatives per training row", minimum=1),
-    Param("neg_exclude", str, "history", "`history`: never the row's target or prefix items; "
-          "`user`: nor any training item of the user", choices=("history", "user")),
+    Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
+          "(the whole prefix, beyond MAX_ITEM_LIST_LENGTH); `user`: nor any training item of the user",
+          choices=("history", "user")),
 )
 CANDIDATE_PARAM = Param("neg_candidate_num", int, 100, "C, candidates scored per row; must be below the number of items",
                         minimum=1)
@@ -149,6 +151,11 @@ class NegativeSampler:
         return []
 
     @classmethod
+    def co_trained_models(cls, config: Any) -> dict[str, str]:
+        """The models this sampler will train beside self, {config key: model name}."""
+        return {}
+
+    @classmethod
     def validate(cls, config: Any) -> list[str]:
         """Type-check every key of this sampler in place (canonical types and spellings),
         then its cross-key constraints; return every problem found."""
@@ -203,8 +210,7 @@ class NegativeSampler:
 
     def candidate_pool(self, batch: EncodedBatch, num: Optional[int] = None) -> Tensor:
         """`num` (default C) ids per row, uniform over the items not excluded for it: [B, num]."""
-        excluded = self.exclusion.for_batch(batch)
-        return draw_from_complement(excluded, num or self.candidate_num, self.n_items)
+        return self.exclusion.for_batch(batch).draw(num or self.candidate_num)
 
     # ----- hooks -------------------------------------------------------------------
     def on_epoch_end(self, epoch: int) -> None:
@@ -232,89 +238,70 @@ class NegativeSampler:
 
 
 class ExclusionSets:
-    """Per-row item ids that may not be drawn: the target plus the prefix (`history`)
-    or plus every item of the user in the training split (`user`).
+    """The items a training row may not draw: under `history`, every item its user had up
+    to and including its target (the whole prefix, not only RecBole's truncated window);
+    under `user`, every training item of its user.
 
-    Rows are padded with a sentinel above N, so that a batch's sets are one [B, W] tensor.
+    Both are a user's sorted distinct items (`UserHistory`) with a per-row mask of those
+    that count, so draws and membership tests need no sort per batch.
     """
 
     def __init__(self, config: Any, dataset: Dataset):
         self.mode: str = config["neg_exclude"]
         self.n_items = dataset.item_num - 1
         self.pad = self.n_items + 1
-        self.user_items: Optional[Tensor] = None
+        self.history = UserHistory(config, dataset, self.pad).to(config["device"])
+        # a user's last row excludes all the user's items under either mode
+        self.max_excluded = int(self.history.counts.max()) if len(self.history.counts) else 0
+
+    def for_batch(self, batch: EncodedBatch) -> "RowExclusions":
+        """The exclusions of a batch's rows."""
+        users = batch.users
+        width = max(int(self.history.counts[users].max()), 1) if len(users) else 1
+        items = self.history.items[:, :width].index_select(0, users)  # index_select: the fastest row gather
         if self.mode == "user":
-            self.user_items = user_item_matrix(config, dataset, self.pad).to(config["device"])
-            self.max_excluded = int((self.user_items <= self.n_items).sum(1).max())
-        else:
-            rows = row_items(config, dataset)
-            self.max_excluded = distinct_items(rows).max().item() if len(rows) else 0
-
-    def for_batch(self, batch: EncodedBatch) -> Tensor:
-        """The excluded ids of each row [B, W], padded with N+1."""
-        target = batch.pos_items.unsqueeze(1)
-        if self.mode == "user":
-            return torch.cat([target, self.user_items[batch.users]], dim=1)
-        return torch.cat([target, batch.item_seq.masked_fill(batch.item_seq == 0, self.pad)], dim=1)
+            return RowExclusions(items, items < self.pad, self.n_items)
+        first = self.history.first[:, :width].index_select(0, users)
+        return RowExclusions(items, first <= batch.target_index.unsqueeze(1), self.n_items)
 
 
-def row_items(config: Any, dataset: Dataset) -> Tensor:
-    """Each row's target and prefix ids (0 is padding): [rows, 1 + L]."""
-    item_field, inter = config["ITEM_ID_FIELD"], dataset.inter_feat
-    return torch.cat([inter[item_field].unsqueeze(1), inter[item_field + config["LIST_SUFFIX"]]], dim=1)
+@dataclass
+class RowExclusions:
+    """Per row: its user's sorted items [B, W] (padded with N+1) and which of them the row excludes [B, W]."""
+
+    items: Tensor
+    excluded: Tensor
+    n_items: int
+
+    def ids(self, shift: int = 0) -> Tensor:
+        """The excluded ids of each row plus `shift` [B, W] (int64), padded with N+1+shift."""
+        return torch.where(self.excluded, self.items + shift, self.n_items + 1 + shift).long()
+
+    def contains(self, ids: Tensor) -> Tensor:
+        """Whether each of the ids [B, n] is excluded for its row: [B, n] bool."""
+        pos = torch.searchsorted(self.items, ids.int()).clamp(max=self.items.shape[1] - 1)
+        return (self.items.gather(1, pos.long()) == ids) & self.excluded.gather(1, pos.long())
+
+    def draw(self, num: int) -> Tensor:
+        """`num` ids per row [B, num], uniform with replacement over the ids the row does not exclude."""
+        return draw_from_sorted_complement(self.items, self.excluded, num, self.n_items)
 
 
-def user_item_matrix(config: Any, dataset: Dataset, pad: int) -> Tensor:
-    """[U, W] sorted, deduplicated items of each user in `dataset`'s rows (targets and
-    prefixes), padded with `pad`."""
-    n_ids = dataset.item_num
-    items = row_items(config, dataset)
-    users = dataset.inter_feat[config["USER_ID_FIELD"]].unsqueeze(1).expand_as(items).reshape(-1)
-    items = items.reshape(-1)
-    keep = items > 0
-    pairs = torch.unique(users[keep] * n_ids + items[keep])  # sorted by (user, item)
-    users, items = pairs // n_ids, pairs % n_ids
-    counts = torch.bincount(users, minlength=dataset.user_num)
-    starts = torch.cumsum(counts, 0) - counts
-    col = torch.arange(len(items)) - starts[users]
-    matrix = torch.full((dataset.user_num, max(int(counts.max()), 1)), pad, dtype=torch.long)
-    matrix[users, col] = items
-    return matrix
+def draw_from_sorted_complement(items: Tensor, excluded: Tensor, num: int, n_items: int) -> Tensor:
+    """Draw `num` ids per row uniformly (with replacement) from 1..n_items minus the ids of
+    `items` [B, W] (distinct, ascending, padding above n_items at the end) that
+    `excluded` [B, W] marks. Exact, loop-free, no sort.
 
-
-def distinct_items(rows: Tensor) -> Tensor:
-    """Number of distinct non-zero ids in each row of [n, W]: [n]."""
-    ordered_rows = rows.sort(dim=1).values
-    new = torch.ones_like(ordered_rows, dtype=torch.bool)
-    new[:, 1:] = ordered_rows[:, 1:] != ordered_rows[:, :-1]
-    return (new & (ordered_rows > 0)).sum(dim=1)
-
-
-def draw_from_complement(excluded: Tensor, num: int, n_items: int) -> Tensor:
-    """Draw `num` ids per row uniformly (with replacement) from 1..n_items minus the row's
-    excluded ids [B, W] (entries above n_items are padding). Exact and loop-free.
-
-    Draw a rank r among the row's free items, then map it to an id: with the row's
-    sorted distinct excluded ids e_0 < e_1 < ..., the number of free ids below e_i is
-    e_i - 1 - i, so id = r + 1 + #{i : e_i - 1 - i <= r}.
+    Draw a rank r among the row's free ids and map it to an id: with c_i the number of
+    marked ids among items_0..items_i, g_i = items_i - c_i is non-decreasing, and the
+    marked ids below the answer are c at the last i with g_i <= r, so
+    id = r + 1 + c_{j-1} with j = #{i : g_i <= r}.
     """
-    rows, width = excluded.shape
-    pad = n_items + 1
-    ex = excluded.clamp(max=pad).int().sort(dim=1).values  # int32: half the cost of int64 here
-    duplicate = torch.zeros_like(ex, dtype=torch.bool)
-    duplicate[:, 1:] = ex[:, 1:] == ex[:, :-1]
-    ex = ex.masked_fill(duplicate, pad).sort(dim=1).values
-    real = ex < pad
-    free = n_items - real.sum(dim=1, keepdim=True, dtype=torch.int32)  # [B, 1]
-    rank = (torch.rand(rows, num, device=ex.device) * free).int()
+    counted = torch.cumsum(excluded, dim=1, dtype=torch.int32)  # c_i
+    gaps = items.int() - counted  # g_i (int32: half the cost of int64 here)
+    free = n_items - counted[:, -1:]  # [B, 1]
+    rank = (torch.rand(items.shape[0], num, device=items.device) * free).int()
     rank = torch.minimum(rank, free - 1)  # float rounding can reach `free`
-    below = ex - 1 - torch.arange(width, dtype=torch.int32, device=ex.device)
-    below = below.masked_fill(~real, 2 * pad + width)  # padding never counts
-    return (rank + 1 + torch.searchsorted(below, rank, right=True, out_int32=True)).long()
-
-
-def contains(sorted_sets: Tensor, items: Tensor) -> Tensor:
-    """Row-wise membership: is items[b, j] in the sorted row sorted_sets[b]? [B, n] bool."""
-    pos = torch.searchsorted(sorted_sets, items).clamp(max=sorted_sets.shape[1] - 1)
-    return sorted_sets.gather(1, pos) == items
-
+    j = torch.searchsorted(gaps, rank, right=True, out_int32=True)
+    below = torch.cat([torch.zeros_like(counted[:, :1]), counted], dim=1).gather(1, j.long())
+    return (rank + 1 + below).long()

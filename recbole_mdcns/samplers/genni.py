@@ -17,7 +17,7 @@ from recbole.data.dataset import Dataset
 from torch import Tensor
 
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import NegativeSampler, draw_from_complement, register
+from recbole_mdcns.samplers.base import NegativeSampler, register
 from recbole_mdcns.scoring import EncodedBatch
 
 
@@ -62,31 +62,32 @@ class GenNiSampler(NegativeSampler):
     @torch.no_grad()
     def sample(self, batch: EncodedBatch) -> Tensor:
         items = self.item_set()
+        exclusions = self.exclusion.for_batch(batch)
         if items is None:  # the whole catalogue: a view of the table, no copy
             table, size = batch.item_table[1:], self.n_items
-            slot = torch.arange(-1, self.n_items + 1, device=self.device).clamp(min=0)
-            slot[0] = slot[-1] = size  # padding id 0 and the pad N+1 have no slot
+            slots = exclusions.ids(shift=-1)  # id i sits at position i - 1; the pad N+1 at N, outside S
         else:
             table, size = batch.item_rows(items), len(items)
             slot = torch.full((self.n_items + 2,), size, device=self.device)
             slot[items] = torch.arange(size, device=self.device)
-        excluded = self.exclusion.for_batch(batch)
+            slots = slot[exclusions.ids()]
         query = self.alpha * batch.seq_emb
         # two [rows, |S|] float buffers per chunk (logits, cdf)
         chunk = max(1, int(self.memory_mb * 2**20 // (8 * size)))
-        positions = torch.cat(
-            [self._draw_rows(query[rows], table, slot[excluded[rows]], size) for rows in torch.arange(batch.size, device=self.device).split(chunk)]
-        )
+        positions = torch.cat([self._draw_rows(q, table, slots_of_rows, size)
+                               for q, slots_of_rows in zip(query.split(chunk), slots.split(chunk))])
         draws = positions.clamp(min=0) + 1 if items is None else items[positions.clamp(min=0)]
         empty = positions[:, 0] < 0  # every id of a small S is excluded for the row
         if empty.any():
-            draws[empty] = draw_from_complement(excluded[empty], self.neg_num, self.n_items)
+            draws[empty] = exclusions.draw(self.neg_num)[empty]
         return draws
 
     def _draw_rows(self, query: Tensor, table: Tensor, slots: Tensor, size: int) -> Tensor:
         """Positions in S [rows, K] drawn from softmax(query @ table^T) with `slots` masked."""
         logits = query @ table.T  # [rows, |S|]
+        # one scatter: ids outside S write to position 0 too, whose own value is put back
         in_set = slots < size
-        rows = torch.arange(len(query), device=query.device).unsqueeze(1).expand_as(slots)
-        logits[rows[in_set], slots[in_set]] = -math.inf
+        first = logits[:, 0].masked_fill((in_set & (slots == 0)).any(dim=1), -math.inf)
+        logits.scatter_(1, slots.masked_fill(~in_set, 0), -math.inf)
+        logits[:, 0] = first
         return draw_from_logits_(logits, self.neg_num)

@@ -167,6 +167,10 @@ class MDCNSSampler(NegativeSampler):
             problems.append(f"mdcns_peer_config = {overrides!r}: no such yaml file")
         return problems
 
+    @classmethod
+    def co_trained_models(cls, config: Any) -> dict[str, str]:
+        return {"mdcns_peer_model": config["mdcns_peer_model"]}
+
     def __init__(self, config: Any, dataset: Dataset):
         super().__init__(config, dataset)
         self.top_m: int = config["mdcns_top_m"]

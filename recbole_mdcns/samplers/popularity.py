@@ -9,7 +9,7 @@ from recbole.data.dataset import Dataset
 from torch import Tensor
 
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import NegativeSampler, contains, draw_from_complement, register
+from recbole_mdcns.samplers.base import NegativeSampler, register
 from recbole_mdcns.scoring import EncodedBatch
 
 MAX_REDRAWS = 50
@@ -33,18 +33,15 @@ class PopularitySampler(NegativeSampler):
         self.probs = (weights / weights.sum()).float().to(self.device)
 
     def sample(self, batch: EncodedBatch) -> Tensor:
-        excluded = self.exclusion.for_batch(batch).sort(dim=1).values
+        excluded = self.exclusion.for_batch(batch)
         rows, k = batch.size, self.neg_num
         draws = torch.multinomial(self.probs, rows * k, replacement=True).view(rows, k)
-        bad = contains(excluded, draws)
+        bad = excluded.contains(draws)
         for _ in range(MAX_REDRAWS):
             n_bad = int(bad.sum())
             if n_bad == 0:
                 return draws
             draws[bad] = torch.multinomial(self.probs, n_bad, replacement=True)
-            bad = contains(excluded, draws)
-        still = bad.any(dim=1)
-        getLogger().debug("popularity sampler: %d rows fell back to uniform", int(still.sum()))
-        fallback = draw_from_complement(excluded[still], k, self.n_items)
-        draws[still] = torch.where(bad[still], fallback, draws[still])
-        return draws
+            bad = excluded.contains(draws)
+        getLogger().debug("popularity sampler: %d rows fell back to uniform", int(bad.any(dim=1).sum()))
+        return torch.where(bad, excluded.draw(k), draws)

@@ -1,0 +1,110 @@
+"""Each user's training sequence, read from RecBole's prefix rows.
+
+RecBole's sequential training split holds one row per training target: the target and
+its prefix, truncated to the last MAX_ITEM_LIST_LENGTH items. A row's *target index*
+is the target's 0-based position in its user's whole training sequence; from it and
+the rows' items follow the first index at which each user had each item, so "the items
+before position q" is a comparison, whatever the truncation. The negative samplers'
+exclusion and the masked evaluation read these tables.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from recbole.data.dataset import Dataset
+from torch import Tensor
+
+from recbole_mdcns.params import ConfigError
+
+TARGET_INDEX_FIELD = "recbole_mdcns_target_index"  # a training row's target index, added to its inter_feat
+
+
+def _sequence_fields(config: Any) -> tuple[str, str, str, str]:
+    item = config["ITEM_ID_FIELD"]
+    return config["USER_ID_FIELD"], item, item + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
+
+
+def target_indices(config: Any, dataset: Dataset) -> Tensor:
+    """Each training row's target index: its user's first row's prefix length plus the
+    row's rank among the user's rows. RecBole writes a user's rows together, in time
+    order; a row whose prefix is not truncated must have index = prefix length, which
+    is checked (a shuffled split fails it and is reported)."""
+    user_field, _, _, length_field = _sequence_fields(config)
+    inter = dataset.inter_feat
+    users, lengths = inter[user_field], inter[length_field]
+    if len(users) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    new_user = torch.ones_like(users, dtype=torch.bool)
+    new_user[1:] = users[1:] != users[:-1]
+    block = torch.cumsum(new_user, 0) - 1  # which run of equal users a row is in
+    starts = torch.nonzero(new_user).squeeze(1)
+    index = lengths[starts][block] + torch.arange(len(users)) - starts[block]
+    untruncated = lengths < config["MAX_ITEM_LIST_LENGTH"]
+    if len(torch.unique(users)) != len(starts) or not torch.equal(index[untruncated], lengths[untruncated]):
+        raise ConfigError([f"eval_args = {config['eval_args']!r}: the negative samplers and train_layout read each "
+                           "user's training rows together and in time order, as RecBole writes them with "
+                           "order TO; use eval_args order TO"])
+    return index
+
+
+def add_target_index(config: Any, dataset: Dataset) -> None:
+    """Give `dataset`'s rows their target index (`TARGET_INDEX_FIELD`), so that batches carry it."""
+    if TARGET_INDEX_FIELD not in dataset.inter_feat:
+        dataset.inter_feat.update(type(dataset.inter_feat)({TARGET_INDEX_FIELD: target_indices(config, dataset)}))
+
+
+class UserHistory:
+    """Each user's distinct training items, sorted, with the first index at which the
+    user had each: `items` [U, W] padded with `pad`, `first` [U, W] (padding: beyond
+    any index), both int32. Built without a loop over users."""
+
+    def __init__(self, config: Any, dataset: Dataset, pad: int):
+        user_field, item_field, seq_field, length_field = _sequence_fields(config)
+        inter = dataset.inter_feat
+        n_ids, n_rows = dataset.item_num, len(inter[user_field])
+        target_index = target_indices(config, dataset)
+        seq = inter[seq_field]
+        # a row's prefix item j sits at index target_index - length + j of the user's sequence
+        prefix_index = (target_index - inter[length_field]).unsqueeze(1) + torch.arange(seq.shape[1])
+        items = torch.cat([inter[item_field].unsqueeze(1), seq], 1).reshape(-1)
+        index = torch.cat([target_index.unsqueeze(1), prefix_index], 1).reshape(-1)
+        users = inter[user_field].unsqueeze(1).expand(n_rows, 1 + seq.shape[1]).reshape(-1)
+        keep = items > 0
+        key = users[keep] * n_ids + items[keep]
+        pairs, slot = torch.unique(key, return_inverse=True)  # sorted by (user, item)
+        first = torch.full((len(pairs),), torch.iinfo(torch.long).max).scatter_reduce(
+            0, slot, index[keep], reduce="amin")
+        pair_users, pair_items = pairs // n_ids, pairs % n_ids
+        counts = torch.bincount(pair_users, minlength=dataset.user_num)
+        col = torch.arange(len(pairs)) - (torch.cumsum(counts, 0) - counts)[pair_users]
+        width = max(int(counts.max()), 1) if len(pairs) else 1
+        self.pad = pad
+        self.never = n_rows + seq.shape[1] + 1  # above every index
+        # int32: the samplers gather [B, W] of both per batch, half the memory traffic of int64
+        self.items = torch.full((dataset.user_num, width), pad, dtype=torch.int32)
+        self.first = torch.full((dataset.user_num, width), self.never, dtype=torch.int32)
+        self.items[pair_users, col] = pair_items.int()
+        self.first[pair_users, col] = first.int()
+        self.counts = counts
+
+    def to(self, device: Any) -> "UserHistory":
+        self.items, self.first = self.items.to(device), self.first.to(device)
+        return self
+
+
+def longest_prefix_dataset(config: Any, dataset: Dataset) -> Dataset:
+    """A copy of the training split with only each user's last row (its longest prefix):
+    the row of the whole-sequence layout."""
+    user_field = config["USER_ID_FIELD"]
+    users = dataset.inter_feat[user_field]
+    last = torch.ones_like(users, dtype=torch.bool)
+    last[:-1] = users[:-1] != users[1:]
+    rows = dataset.copy(dataset.inter_feat[torch.nonzero(last).squeeze(1)])
+    rows.longest_prefix_rows = True
+    return rows
+
+
+def is_longest_prefix(dataset: Dataset) -> bool:
+    """Whether `dataset` is already `longest_prefix_dataset`'s."""
+    return getattr(dataset, "longest_prefix_rows", False)
