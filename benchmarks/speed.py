@@ -63,15 +63,18 @@ OUR_REFERENCE = "uniform"
 RECBOLE_REFERENCE = "recbole_uniform_bpr"
 
 
-def time_epochs(config_dict: dict[str, Any], repeats: int) -> tuple[list[float], list[dict[str, float]]]:
+def time_epochs(config_dict: dict[str, Any], repeats: int, model: str = MODEL, dataset: str = DATASET,
+                config_files: Optional[list[str]] = None) -> tuple[list[float], list[dict[str, float]]]:
     """Seconds of each of `repeats` consecutive training epochs of one freshly built trainer,
-    and the sampler's diagnostics of each epoch (DivNS's `dpp_seconds`, ...)."""
+    and the sampler's diagnostics of each epoch (DivNS's `dpp_seconds`, ...). Defaults:
+    this script's model, dataset and `yaml/quick.yaml`."""
     from recbole_mdcns.config import Config
     from recbole_mdcns import build_experiment
 
     with tempfile.TemporaryDirectory() as checkpoints:
         overrides = {"seed": SEED, "checkpoint_dir": checkpoints, "show_progress": False, "gpu_id": ""}
-        config = Config(model=MODEL, dataset=DATASET, config_file_list=CONFIG_FILES,
+        config = Config(model=model, dataset=dataset,
+                        config_file_list=CONFIG_FILES if config_files is None else config_files,
                         config_dict={**config_dict, **overrides})
         run = build_experiment(config)
         model, trainer, train_data = run.model, run.trainer, run.train_data

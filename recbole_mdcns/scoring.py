@@ -111,6 +111,7 @@ class EncodedBatch:
     pos_items: Tensor  # [B]
     users: Tensor  # [B]
     target_index: Tensor  # [B] the target's index in its user's training sequence
+    item_seq: Tensor  # [B, L] the prefix items the row holds, right-padded with 0
 
     @property
     def size(self) -> int:
@@ -147,7 +148,8 @@ def encode_batch(model: nn.Module, interaction: Interaction, layout: str = "pref
         at = positions(interaction, model)
         hidden = every_position(model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
         return EncodedBatch(seq_emb=hidden[at.row, at.column], item_table=backbone.item_table(model),
-                            pos_items=at.target, users=users[at.row], target_index=at.target_index)
+                            pos_items=at.target, users=users[at.row], target_index=at.target_index,
+                            item_seq=at.prefix)
     return EncodedBatch(seq_emb=backbone.encode(model, interaction), item_table=backbone.item_table(model),
                         pos_items=interaction[model.ITEM_ID], users=users,
-                        target_index=interaction[TARGET_INDEX_FIELD])
+                        target_index=interaction[TARGET_INDEX_FIELD], item_seq=interaction[model.ITEM_SEQ])

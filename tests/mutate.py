@@ -96,6 +96,12 @@ MUTATIONS: list[Mutation] = [
         "the free items are drawn with a mild bias towards low ids",
     ),
     Mutation(
+        "window_exclusion_counts_repeats_twice", "recbole_mdcns/samplers/base.py",
+        "        excluded[:, 1:] &= items[:, 1:] != items[:, :-1]  # a repeat is marked once\n", "",
+        ("tests/test_samplers.py::test_exclusions_of_ids_with_repeats_and_padding_draw_uniformly_over_the_rest",),
+        "an item the row holds twice is counted twice: the draw skips a free item and can land on an excluded one",
+    ),
+    Mutation(
         "layout_target_index_off_by_one", "recbole_mdcns/layout.py",
         "start[row] + column + 1)", "start[row] + column)",
         ("tests/test_layout.py::test_training_positions_are_each_users_longest_prefix",),

@@ -47,9 +47,10 @@ def _one_step_on_each_rank(rank: int, keys: dict, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_ranks_hold_identical_weights_of_self_and_peer_after_a_step(tiny_config, tmp_path):
+@pytest.mark.parametrize("layout, port", [("prefix", "29613"), ("sequence", "29614")])
+def test_ranks_hold_identical_weights_of_self_and_peer_after_a_step(layout, port, tiny_config, tmp_path):
     keys = {**tiny_config, "sampler": "MDCNS", "dist_backend": "gloo", "world_size": 2, "nproc": 2, "offset": 0,
-            "ip": "localhost", "port": "29613",
+            "ip": "localhost", "port": port, "train_layout": layout,
             "mdcns_peer_config": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1}}
     out = str(tmp_path / "weights.pt")
     torch.multiprocessing.spawn(_one_step_on_each_rank, args=(keys, out), nprocs=2, join=True)

@@ -86,6 +86,16 @@ def test_training_positions_are_each_users_longest_prefix(max_length, tiny_confi
     assert seen == expected
 
 
+@pytest.mark.parametrize("layout", ["prefix", "sequence"])
+def test_the_progress_bar_counts_the_layouts_batches(layout, tiny_config, capsys):
+    run = experiment(tiny_config, sampler="uniform", train_layout=layout)
+    rows = len(run.train_data._dataset)
+    run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=True)
+    batches = -(-rows // tiny_config["train_batch_size"])
+    assert f"{batches}/{batches}" in capsys.readouterr().err
+    assert (rows == len(training_sequences(run))) == (layout == "sequence")  # one row per user
+
+
 def test_sampler_none_trains_recboles_ce_at_every_position(tiny_config):
     """With no truncation the positions are exactly the prefix rows: the mean CE over them is
     RecBole's own loss on those rows."""
@@ -115,6 +125,25 @@ def test_no_negative_is_an_item_the_user_had_before_the_target(sampler, layout, 
             assert not had & set(drawn), (user, index)
             before_window += len(set(sequences[user][: max(0, index - 3)]) - set(sequences[user][index - 3: index + 1]))
     assert before_window > 100  # the window-only exclusion would have let these be drawn
+
+
+@pytest.mark.parametrize("layout", ["prefix", "sequence"])
+def test_window_exclusion_skips_only_the_items_the_row_holds(layout, tiny_config):
+    """neg_exclude: window, RecBole's truncated view: the row's own items are never drawn, the
+    items before its window are."""
+    run = experiment(tiny_config, sampler="uniform", neg_exclude="window", neg_num=40, MAX_ITEM_LIST_LENGTH=3,
+                     train_layout=layout)
+    sequences = training_sequences(run)
+    before_window = 0
+    for batch in run.train_data:
+        encoded = encode_batch(run.model, batch, layout)
+        negatives = run.sampler.sample(encoded)
+        held = torch.cat([encoded.pos_items.unsqueeze(1), encoded.item_seq], 1)
+        assert not (negatives.unsqueeze(-1) == held.unsqueeze(1)).any()
+        for user, index, row, drawn in zip(encoded.users.tolist(), encoded.target_index.tolist(), held.tolist(),
+                                           negatives.tolist()):
+            before_window += len(set(drawn) & (set(sequences[user][:index]) - set(row)))
+    assert before_window > 0
 
 
 def test_user_exclusion_skips_the_users_later_items_too(tiny_config):

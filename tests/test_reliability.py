@@ -31,7 +31,9 @@ def run_worker(config: dict, tmp_path, name: str, *options: str) -> subprocess.C
 
 
 # MDCNS with the grad scaler: two models, each scaled, unscaled and stepped, both checkpointed
-@pytest.mark.parametrize("sampler, keys", [("DNS", {}), ("DivNS", {}), ("MDCNS", {"enable_scaler": True})])
+# DivNS under train_layout sequence: its per-user state counts positions, the loader is the layout's
+@pytest.mark.parametrize("sampler, keys", [("DNS", {}), ("DivNS", {}), ("MDCNS", {"enable_scaler": True}),
+                                           ("DivNS", {"train_layout": "sequence", "train_batch_size": 16})])
 def test_killed_during_epoch_3_and_resumed_ends_like_the_uninterrupted_run(sampler, keys, tiny_config, tmp_path):
     config = {**tiny_config, "model": "SASRec", "sampler": sampler, "epochs": 5, "stopping_step": 10,
               "mdcns_peer_config": SMALL_PEER, **keys}
@@ -49,9 +51,10 @@ def test_killed_during_epoch_3_and_resumed_ends_like_the_uninterrupted_run(sampl
     assert resumed.result == whole.result
 
 
+@pytest.mark.parametrize("layout", ["prefix", "sequence"])
 @pytest.mark.parametrize("sampler", [name for name in sampler_names()])
-def test_same_seed_same_metrics(sampler, tiny_config):
-    keys = {**tiny_config, "sampler": sampler, "epochs": 2, "mdcns_peer_config": SMALL_PEER}
+def test_same_seed_same_metrics(sampler, layout, tiny_config):
+    keys = {**tiny_config, "sampler": sampler, "epochs": 2, "mdcns_peer_config": SMALL_PEER, "train_layout": layout}
     first = run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)
     second = run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)
     assert first["best_valid_result"] == second["best_valid_result"]

@@ -8,7 +8,7 @@ from conftest import BATCH_ITEMS as N_ITEMS
 from conftest import BATCH_ROWS as ROWS
 from conftest import chi_square_ok, excluded_mask, make_batch, make_sampler
 from recbole_mdcns.losses import ranking_loss
-from recbole_mdcns.samplers.base import draw_from_sorted_complement
+from recbole_mdcns.samplers.base import RowExclusions, draw_from_sorted_complement
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch
 
@@ -21,6 +21,18 @@ def test_draw_from_sorted_complement_is_uniform_over_the_free_items():
     draws = draw_from_sorted_complement(items, excluded, 6000, n)
     assert not torch.isin(draws, torch.tensor([1, 3, 5])).any()
     assert draws.min() >= 1 and draws.max() <= n
+    counts = torch.bincount(draws.flatten(), minlength=n + 1).double()
+    probs = torch.ones(n + 1, dtype=torch.double)
+    probs[[0, 1, 3, 5]] = 0
+    assert chi_square_ok(counts, probs / probs.sum())
+
+
+def test_exclusions_of_ids_with_repeats_and_padding_draw_uniformly_over_the_rest():
+    torch.manual_seed(0)
+    n = 12
+    ids = torch.tensor([[5, 3, 0, 5, 1, 3, 0]]).repeat(4, 1)  # repeats, and 0 as padding
+    draws = RowExclusions.of_ids(ids, n).draw(6000)
+    assert not torch.isin(draws, torch.tensor([1, 3, 5])).any()
     counts = torch.bincount(draws.flatten(), minlength=n + 1).double()
     probs = torch.ones(n + 1, dtype=torch.double)
     probs[[0, 1, 3, 5]] = 0

@@ -33,8 +33,9 @@ SHARED_PARAMS = (
     Param("neg_loss", str, "BPR", "BPR or BCE over the K negatives of each row", choices=LOSSES),
     Param("neg_num", int, 1, "K, negatives per training row", minimum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
-          "(the whole prefix, beyond MAX_ITEM_LIST_LENGTH); `user`: nor any training item of the user",
-          choices=("history", "user")),
+          "(the whole prefix, beyond MAX_ITEM_LIST_LENGTH); `user`: nor any training item of the user; `window`: "
+          "only the target and the prefix items the row holds (RecBole's truncated view, to measure the difference)",
+          choices=("history", "user", "window")),
 )
 CANDIDATE_PARAM = Param("neg_candidate_num", int, 100, "C, candidates scored per row; must be below the number of items",
                         minimum=1)
@@ -240,7 +241,8 @@ class NegativeSampler:
 class ExclusionSets:
     """The items a training row may not draw: under `history`, every item its user had up
     to and including its target (the whole prefix, not only RecBole's truncated window);
-    under `user`, every training item of its user.
+    under `user`, every training item of its user; under `window`, the target and the
+    prefix items the row holds.
 
     Both are a user's sorted distinct items (`UserHistory`) with a per-row mask of those
     that count, so draws and membership tests need no sort per batch.
@@ -256,6 +258,8 @@ class ExclusionSets:
 
     def for_batch(self, batch: EncodedBatch) -> "RowExclusions":
         """The exclusions of a batch's rows."""
+        if self.mode == "window":
+            return RowExclusions.of_ids(torch.cat([batch.pos_items.unsqueeze(1), batch.item_seq], 1), self.n_items)
         users = batch.users
         width = max(int(self.history.counts[users].max()), 1) if len(users) else 1
         items = self.history.items[:, :width].index_select(0, users)  # index_select: the fastest row gather
@@ -272,6 +276,14 @@ class RowExclusions:
     items: Tensor
     excluded: Tensor
     n_items: int
+
+    @classmethod
+    def of_ids(cls, ids: Tensor, n_items: int) -> "RowExclusions":
+        """Exclusions of the ids [B, W] of each row (0 is padding; repeats allowed): one sort."""
+        items = ids.masked_fill(ids == 0, n_items + 1).int().sort(dim=1).values
+        excluded = items <= n_items
+        excluded[:, 1:] &= items[:, 1:] != items[:, :-1]  # a repeat is marked once
+        return cls(items, excluded, n_items)
 
     def ids(self, shift: int = 0) -> Tensor:
         """The excluded ids of each row plus `shift` [B, W] (int64), padded with N+1+shift."""
