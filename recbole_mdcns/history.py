@@ -42,9 +42,10 @@ def target_indices(config: Any, dataset: Dataset) -> Tensor:
     index = lengths[starts][block] + torch.arange(len(users)) - starts[block]
     untruncated = lengths < config["MAX_ITEM_LIST_LENGTH"]
     if len(torch.unique(users)) != len(starts) or not torch.equal(index[untruncated], lengths[untruncated]):
-        raise ConfigError([f"eval_args = {config['eval_args']!r}: the negative samplers and train_layout read each "
-                           "user's training rows together and in time order, as RecBole writes them with "
-                           "order TO; use eval_args order TO"])
+        raise ConfigError([f"dataset {config['dataset']!r}: its training rows are not RecBole's prefix rows (each "
+                           "user's rows together, in time order, prefix lengths 1, 2, ...), which the negative "
+                           "samplers and train_layout read; build the split with eval_args order TO and without "
+                           "benchmark_filename"])
     return index
 
 
@@ -57,14 +58,17 @@ def add_target_index(config: Any, dataset: Dataset) -> None:
 class UserHistory:
     """Each user's distinct training items, sorted, with the first index at which the
     user had each: `items` [U, W] padded with `pad`, `first` [U, W] (padding: beyond
-    any index), both int32. Built without a loop over users."""
+    any index), both int32, and `counts` [U] (on the CPU). Built without a loop over users."""
 
-    def __init__(self, config: Any, dataset: Dataset, pad: int):
+    def __init__(self, config: Any, dataset: Dataset, pad: int, with_first: bool = True):
+        """`with_first=False`: the items alone (no first index, no check of the rows' order)."""
+        if is_longest_prefix(dataset):
+            raise ValueError("UserHistory needs the whole training split, not the longest-prefix rows built from it")
         user_field, item_field, seq_field, length_field = _sequence_fields(config)
         inter = dataset.inter_feat
         n_ids, n_rows = dataset.item_num, len(inter[user_field])
-        target_index = target_indices(config, dataset)
         seq = inter[seq_field]
+        target_index = target_indices(config, dataset) if with_first else inter[length_field]
         # a row's prefix item j sits at index target_index - length + j of the user's sequence
         prefix_index = (target_index - inter[length_field]).unsqueeze(1) + torch.arange(seq.shape[1])
         items = torch.cat([inter[item_field].unsqueeze(1), seq], 1).reshape(-1)
@@ -79,17 +83,20 @@ class UserHistory:
         counts = torch.bincount(pair_users, minlength=dataset.user_num)
         col = torch.arange(len(pairs)) - (torch.cumsum(counts, 0) - counts)[pair_users]
         width = max(int(counts.max()), 1) if len(pairs) else 1
-        self.pad = pad
-        self.never = n_rows + seq.shape[1] + 1  # above every index
+        never = n_rows + seq.shape[1] + 1  # above every index
         # int32: the samplers gather [B, W] of both per batch, half the memory traffic of int64
         self.items = torch.full((dataset.user_num, width), pad, dtype=torch.int32)
-        self.first = torch.full((dataset.user_num, width), self.never, dtype=torch.int32)
+        self.first = torch.full((dataset.user_num, width), never, dtype=torch.int32)
         self.items[pair_users, col] = pair_items.int()
         self.first[pair_users, col] = first.int()
         self.counts = counts
+        if not with_first:  # indices counted from the row's prefix length alone mean nothing
+            self.first = None
 
     def to(self, device: Any) -> "UserHistory":
-        self.items, self.first = self.items.to(device), self.first.to(device)
+        """Move `items` and `first` (`counts` stays on the CPU, read at start-up only)."""
+        self.items = self.items.to(device)
+        self.first = None if self.first is None else self.first.to(device)
         return self
 
 

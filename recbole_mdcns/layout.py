@@ -62,7 +62,6 @@ class Positions:
     column: Tensor  # [P] j
     target: Tensor  # [P] the target id
     target_index: Tensor  # [P] the target's index in the user's training sequence
-    prefix: Tensor  # [P, L] the row's items up to j, right-padded with 0
 
 
 def positions(interaction: Interaction, model: nn.Module) -> Positions:
@@ -74,5 +73,4 @@ def positions(interaction: Interaction, model: nn.Module) -> Positions:
     next_items = next_items.scatter(1, (length - 1).unsqueeze(1), interaction[model.ITEM_ID].unsqueeze(1))
     row, column = torch.nonzero(valid, as_tuple=True)
     start = interaction[TARGET_INDEX_FIELD] - length  # index of the row's first item
-    prefix = seq[row].masked_fill(columns > column.unsqueeze(1), 0)
-    return Positions(row, column, next_items[row, column], start[row] + column + 1, prefix)
+    return Positions(row, column, next_items[row, column], start[row] + column + 1)

@@ -81,7 +81,7 @@ class Experiment:
 
     config: Config
     dataset: Any  # the filtered dataset
-    train_data: Any  # the rows of train_layout
+    train_data: Any  # RecBole's training loader (`trainer.layout_rows(train_data)`: the rows an epoch steps through)
     valid_data: Any
     test_data: Any
     model: Any  # self: the model trained, evaluated and saved
@@ -98,7 +98,7 @@ def build_experiment(config: Config) -> Experiment:
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     sampler = build_sampler(config, train_data._dataset)
     trainer = SampledTrainer(config, model, sampler, train_data._dataset)
-    return Experiment(config, dataset, trainer.layout_rows(train_data), valid_data, test_data, model, sampler, trainer)
+    return Experiment(config, dataset, train_data, valid_data, test_data, model, sampler, trainer)
 
 
 class RecordedRunConfig(Config):

@@ -111,7 +111,15 @@ class EncodedBatch:
     pos_items: Tensor  # [B]
     users: Tensor  # [B]
     target_index: Tensor  # [B] the target's index in its user's training sequence
-    item_seq: Tensor  # [B, L] the prefix items the row holds, right-padded with 0
+    item_seq: Tensor  # [R, L] the batch's rows as RecBole holds them, right-padded with 0
+    seq_row: Tensor  # [B] the row of item_seq that each training row reads
+    seq_len: Tensor  # [B] how many of that row's items it reads
+
+    def held_items(self, rows: slice) -> Tensor:
+        """The prefix items that training rows `rows` read [r, L], 0 beyond (RecBole's truncated view)."""
+        seq = self.item_seq.index_select(0, self.seq_row[rows])
+        beyond = torch.arange(seq.shape[1], device=seq.device) >= self.seq_len[rows].unsqueeze(1)
+        return seq.masked_fill(beyond, 0)
 
     @property
     def size(self) -> int:
@@ -149,7 +157,9 @@ def encode_batch(model: nn.Module, interaction: Interaction, layout: str = "pref
         hidden = every_position(model, interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
         return EncodedBatch(seq_emb=hidden[at.row, at.column], item_table=backbone.item_table(model),
                             pos_items=at.target, users=users[at.row], target_index=at.target_index,
-                            item_seq=at.prefix)
+                            item_seq=interaction[model.ITEM_SEQ], seq_row=at.row, seq_len=at.column + 1)
+    seq = interaction[model.ITEM_SEQ]
     return EncodedBatch(seq_emb=backbone.encode(model, interaction), item_table=backbone.item_table(model),
                         pos_items=interaction[model.ITEM_ID], users=users,
-                        target_index=interaction[TARGET_INDEX_FIELD], item_seq=interaction[model.ITEM_SEQ])
+                        target_index=interaction[TARGET_INDEX_FIELD], item_seq=seq,
+                        seq_row=torch.arange(len(seq), device=seq.device), seq_len=interaction[model.ITEM_SEQ_LEN])

@@ -34,8 +34,10 @@ from recbole_mdcns import checkpoint
 from recbole_mdcns.config import startup_notes
 from recbole_mdcns.evaluation import HistoryMask
 from recbole_mdcns.history import add_target_index, is_longest_prefix, longest_prefix_dataset
+from recbole_mdcns.layout import check_layout
 from recbole_mdcns.losses import full_softmax_loss
 from recbole_mdcns.parallel import DISTRIBUTED_KEYS, arm_gradient_sync, distributed
+from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers.base import NegativeSampler
 from recbole_mdcns.scoring import encode_batch
 
@@ -86,8 +88,14 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         self.history_mask = HistoryMask(config, train_dataset) if masked else None
         self.layout: str = config["train_layout"] or "prefix"  # a RecBole Config has no train_layout
         self.sampler = sampler
+        trained_models = {"model": type(model).__name__, **{
+            f"co-trained {name}": type(co.model).__name__ for name, co in (sampler.co_trained if sampler else {}).items()}}
+        problems = check_layout(config, trained_models)
+        if problems:
+            raise ConfigError(problems)
+        self._layout_loader: Optional[tuple[Any, Any]] = None  # (a training loader, the layout's rows of it)
         if train_dataset is not None and self._reads_target_index():
-            add_target_index(config, train_dataset)
+            add_target_index(config, train_dataset)  # batches of it then carry their target index
         self.diagnostics: dict[str, float] = {}
         self._saving = False  # fit(saved=...)
         self._pending_rng: Optional[dict[str, Any]] = None  # restored at the next epoch's start
@@ -151,27 +159,31 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         return full_softmax_loss(batch.seq_emb, batch.item_table, batch.pos_items)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        """RecBole's fit, on the rows of `train_layout` built from `train_data`'s training split."""
         self._saving = saved
-        train_data = self.layout_rows(train_data)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def layout_rows(self, train_data: Any) -> Any:
-        """The training loader this trainer steps through: RecBole's prefix rows with their
-        target index (which the samplers' exclusion reads), or under train_layout:
-        sequence a loader of each user's longest prefix."""
+        """The loader an epoch steps through for RecBole's training loader `train_data`:
+        its prefix rows with their target index (which the samplers' exclusion reads), or
+        under train_layout: sequence a loader of each user's longest prefix (built once).
+        Everything else (the evaluation's item counts, ...) keeps reading `train_data`."""
         if not self._reads_target_index():
             return train_data
+        if self._layout_loader is not None and self._layout_loader[0] is train_data:
+            return self._layout_loader[1]
         add_target_index(self.config, train_data._dataset)
-        if self.layout == "prefix" or is_longest_prefix(train_data._dataset):
-            return train_data
-        rows = longest_prefix_dataset(self.config, train_data._dataset)
-        return type(train_data)(self.config, rows, train_data._sampler, shuffle=train_data.shuffle)
+        rows = train_data
+        if self.layout == "sequence" and not is_longest_prefix(train_data._dataset):
+            longest = longest_prefix_dataset(self.config, train_data._dataset)
+            rows = type(train_data)(self.config, longest, train_data._sampler, shuffle=train_data.shuffle)
+        self._layout_loader = (train_data, rows)
+        return rows
 
     def _reads_target_index(self) -> bool:
         return self.sampler is not None or self.layout == "sequence"
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        train_data = self.layout_rows(train_data)
         generator = getattr(train_data, "generator", None)
         if self._pending_rng is not None:
             checkpoint.set_rng_state(self._pending_rng, generator)

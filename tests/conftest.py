@@ -155,7 +155,8 @@ class FakeDataset:
     def batch(self, seq_emb: torch.Tensor, item_table: torch.Tensor) -> EncodedBatch:
         """An encoded batch of all the rows (their target index is the prefix length: one row per user)."""
         return EncodedBatch(seq_emb=seq_emb, item_table=item_table, pos_items=self.targets, users=self.users,
-                            target_index=target_indices(CONFIG_FIELDS, self), item_seq=self.seqs)
+                            target_index=target_indices(CONFIG_FIELDS, self), item_seq=self.seqs,
+                            seq_row=torch.arange(len(self.seqs)), seq_len=(self.seqs > 0).sum(1))
 
 
 CONFIG_FIELDS = {"ITEM_ID_FIELD": "item_id", "USER_ID_FIELD": "user_id", "LIST_SUFFIX": "_list",

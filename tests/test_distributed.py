@@ -37,7 +37,7 @@ def _one_step_on_each_rank(rank: int, keys: dict, out: str) -> None:
     """One training step on each rank's own shard, then every trained model's weights gathered to rank 0."""
     config = Config("SASRec", config_dict={**keys, "local_rank": rank})
     built = build_experiment(config)
-    built.trainer.train_step(next(iter(built.train_data)).to(config["device"]))
+    built.trainer.train_step(next(iter(built.trainer.layout_rows(built.train_data))).to(config["device"]))
     weights = {name: torch.cat([p.detach().flatten() for p in part.model.parameters()])
                for name, part in built.trainer.trained.items()}
     gathered = [None, None]

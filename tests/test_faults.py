@@ -58,5 +58,7 @@ def test_a_user_owning_every_item_cannot_exclude_them_all(tiny_config, tmp_path)
     # every item in training, then two more for validation and test (held out of training)
     everything = "\n".join(f"{N_USERS + 1}\t{i}\t{t}" for t, i in enumerate([*range(1, N_ITEMS + 1), 1, 2]))
     inter.write_text(inter.read_text() + everything + "\n")
-    with pytest.raises(ConfigError, match="neg_exclude = 'user': some training rows exclude all .* use neg_exclude: history"):
-        run({**tiny_config, "data_path": str(root)}, neg_exclude="user", MAX_ITEM_LIST_LENGTH=100)
+    for mode in ("user", "history"):
+        with pytest.raises(ConfigError, match=f"neg_exclude = '{mode}': some training rows may exclude all .* "
+                                              "use neg_exclude: window with a MAX_ITEM_LIST_LENGTH below"):
+            run({**tiny_config, "data_path": str(root)}, neg_exclude=mode, MAX_ITEM_LIST_LENGTH=100)

@@ -44,7 +44,7 @@ def training_sequences(run) -> dict[int, list[int]]:
 def test_every_position_equals_the_models_forward_on_each_prefix(model, tiny_config):
     run = experiment(tiny_config, model, sampler="uniform", train_layout="sequence")
     net = run.model.eval()
-    batch = next(iter(run.train_data))
+    batch = next(iter(run.trainer.layout_rows(run.train_data)))
     seq, length = batch[net.ITEM_SEQ], batch[net.ITEM_SEQ_LEN]
     with torch.no_grad():
         hidden = every_position(net, seq, length)
@@ -76,7 +76,7 @@ def test_training_positions_are_each_users_longest_prefix(max_length, tiny_confi
     run = experiment(tiny_config, sampler="uniform", train_layout="sequence", MAX_ITEM_LIST_LENGTH=max_length)
     sequences = training_sequences(run)
     seen = set()
-    for batch in run.train_data:
+    for batch in run.trainer.layout_rows(run.train_data):
         at = positions(batch, run.model)
         users = batch["user_id"][at.row]
         for user, target, index in zip(users.tolist(), at.target.tolist(), at.target_index.tolist()):
@@ -89,11 +89,13 @@ def test_training_positions_are_each_users_longest_prefix(max_length, tiny_confi
 @pytest.mark.parametrize("layout", ["prefix", "sequence"])
 def test_the_progress_bar_counts_the_layouts_batches(layout, tiny_config, capsys):
     run = experiment(tiny_config, sampler="uniform", train_layout=layout)
-    rows = len(run.train_data._dataset)
+    sequences = training_sequences(run)
+    rows = len(sequences) if layout == "sequence" else sum(len(seq) - 1 for seq in sequences.values())
     run.trainer.fit(run.train_data, run.valid_data, saved=False, show_progress=True)
     batches = -(-rows // tiny_config["train_batch_size"])
     assert f"{batches}/{batches}" in capsys.readouterr().err
-    assert (rows == len(training_sequences(run))) == (layout == "sequence")  # one row per user
+    # RecBole's loader keeps every prefix row (the evaluation's item counts read it)
+    assert len(run.train_data._dataset) == sum(len(seq) - 1 for seq in sequences.values())
 
 
 def test_sampler_none_trains_recboles_ce_at_every_position(tiny_config):
@@ -103,23 +105,24 @@ def test_sampler_none_trains_recboles_ce_at_every_position(tiny_config):
     run = experiment(tiny_config, sampler="none", train_layout="sequence")
     run.model.load_state_dict(prefix_run.model.state_dict())
     every_row = prefix_run.train_data._dataset.inter_feat
-    every_user = run.train_data._dataset.inter_feat
+    every_user = run.trainer.layout_rows(run.train_data)._dataset.inter_feat
     assert len(every_user) < len(every_row)
     with torch.no_grad():
         assert torch.allclose(run.trainer._own_loss(every_user), prefix_run.model.calculate_loss(every_row), atol=1e-5)
 
 
 @pytest.mark.parametrize("layout", ["prefix", "sequence"])
-@pytest.mark.parametrize("sampler", ["uniform", "popularity", "DNS", "GenNi"])
+@pytest.mark.parametrize("sampler", ["uniform", "popularity", "DNS", "GenNi", "DivNS", "MDCNS"])
 def test_no_negative_is_an_item_the_user_had_before_the_target(sampler, layout, tiny_config):
     """MAX_ITEM_LIST_LENGTH 3: most of a row's prefix lies before RecBole's window."""
-    keys = {"neg_num": 40, "neg_candidate_num": 40, "dns_top_m": 40, "MAX_ITEM_LIST_LENGTH": 3}
+    # the pool samplers' candidates (40 a row) are checked, the others' 40 negatives
+    keys = {"neg_num": 1 if sampler in ("DNS", "DivNS", "MDCNS") else 40, "neg_candidate_num": 40, "MAX_ITEM_LIST_LENGTH": 3}
     run = experiment(tiny_config, sampler=sampler, train_layout=layout, **keys)
     sequences = training_sequences(run)
     before_window = 0
-    for batch in run.train_data:
+    for batch in run.trainer.layout_rows(run.train_data):
         encoded = encode_batch(run.model, batch, layout)
-        negatives = run.sampler.sample(encoded)
+        negatives = run.sampler.candidate_pool(encoded) if run.sampler.uses_candidate_pool else run.sampler.sample(encoded)
         for user, index, drawn in zip(encoded.users.tolist(), encoded.target_index.tolist(), negatives.tolist()):
             had = set(sequences[user][: index + 1])
             assert not had & set(drawn), (user, index)
@@ -135,15 +138,26 @@ def test_window_exclusion_skips_only_the_items_the_row_holds(layout, tiny_config
                      train_layout=layout)
     sequences = training_sequences(run)
     before_window = 0
-    for batch in run.train_data:
+    for batch in run.trainer.layout_rows(run.train_data):
         encoded = encode_batch(run.model, batch, layout)
         negatives = run.sampler.sample(encoded)
-        held = torch.cat([encoded.pos_items.unsqueeze(1), encoded.item_seq], 1)
+        held = torch.cat([encoded.pos_items.unsqueeze(1), encoded.held_items(slice(None))], 1)
         assert not (negatives.unsqueeze(-1) == held.unsqueeze(1)).any()
         for user, index, row, drawn in zip(encoded.users.tolist(), encoded.target_index.tolist(), held.tolist(),
                                            negatives.tolist()):
             before_window += len(set(drawn) & (set(sequences[user][:index]) - set(row)))
     assert before_window > 0
+
+
+def test_divns_never_mixes_in_an_item_the_row_excludes(tiny_config):
+    run = experiment(tiny_config, sampler="DivNS")
+    batch = encode_batch(run.model, next(iter(run.trainer.layout_rows(run.train_data))))
+    run.sampler._pop_queue = lambda users: batch.pos_items  # each row's own target as its queued diverse id
+    torch.manual_seed(0)
+    offered = run.sampler.negative_embeddings(batch)
+    run.sampler._pop_queue = lambda users: torch.zeros_like(users)  # no diverse id at all
+    torch.manual_seed(0)
+    assert torch.equal(offered, run.sampler.negative_embeddings(batch))
 
 
 def test_user_exclusion_skips_the_users_later_items_too(tiny_config):

@@ -13,7 +13,7 @@ import difflib
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping, Optional, Union
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Union
 
 import torch
 from recbole.data.dataset import Dataset
@@ -186,10 +186,10 @@ class NegativeSampler:
                 f"({self.n_items}) of dataset {self.config['dataset']!r}"
             )
         if self.n_items - self.exclusion.max_excluded < 1:
-            hint = "use neg_exclude: history" if self.exclusion.mode == "user" else "the catalogue is too small"
             problems.append(
-                f"neg_exclude = {self.config['neg_exclude']!r}: some training rows exclude all "
-                f"{self.n_items} items, so no negative can be drawn; {hint}"
+                f"neg_exclude = {self.config['neg_exclude']!r}: some training rows may exclude all {self.n_items} items "
+                "(a user had every item), so no negative could be drawn; drop such users "
+                "(user_inter_num_interval) or use neg_exclude: window with a MAX_ITEM_LIST_LENGTH below the number of items"
             )
         return problems
 
@@ -211,7 +211,7 @@ class NegativeSampler:
 
     def candidate_pool(self, batch: EncodedBatch, num: Optional[int] = None) -> Tensor:
         """`num` (default C) ids per row, uniform over the items not excluded for it: [B, num]."""
-        return self.exclusion.for_batch(batch).draw(num or self.candidate_num)
+        return self.exclusion.draw(batch, num or self.candidate_num)
 
     # ----- hooks -------------------------------------------------------------------
     def on_epoch_end(self, epoch: int) -> None:
@@ -238,35 +238,64 @@ class NegativeSampler:
         return means
 
 
+# [rows, W] entries per piece of a batch's exclusions: rows are taken in pieces of at most
+# this many entries, so memory stays bounded when W (the most items one user has) is large
+EXCLUSION_PIECE_ENTRIES = 2**22
+
+
 class ExclusionSets:
     """The items a training row may not draw: under `history`, every item its user had up
     to and including its target (the whole prefix, not only RecBole's truncated window);
     under `user`, every training item of its user; under `window`, the target and the
     prefix items the row holds.
 
-    Both are a user's sorted distinct items (`UserHistory`) with a per-row mask of those
-    that count, so draws and membership tests need no sort per batch.
+    `history` and `user` read the user's sorted distinct items (`UserHistory`) with a
+    per-row mask of those that count, so draws and membership tests need no sort per
+    batch; `window` sorts the row's own ids. A batch is handled in pieces of rows whose
+    [rows, W] tensors hold at most EXCLUSION_PIECE_ENTRIES entries.
     """
 
     def __init__(self, config: Any, dataset: Dataset):
         self.mode: str = config["neg_exclude"]
         self.n_items = dataset.item_num - 1
         self.pad = self.n_items + 1
-        self.history = UserHistory(config, dataset, self.pad).to(config["device"])
-        # a user's last row excludes all the user's items under either mode
-        self.max_excluded = int(self.history.counts.max()) if len(self.history.counts) else 0
-
-    def for_batch(self, batch: EncodedBatch) -> "RowExclusions":
-        """The exclusions of a batch's rows."""
         if self.mode == "window":
-            return RowExclusions.of_ids(torch.cat([batch.pos_items.unsqueeze(1), batch.item_seq], 1), self.n_items)
-        users = batch.users
-        width = max(int(self.history.counts[users].max()), 1) if len(users) else 1
-        items = self.history.items[:, :width].index_select(0, users)  # index_select: the fastest row gather
+            self.history = None
+            self.width = config["MAX_ITEM_LIST_LENGTH"] + 1
+            self.max_excluded = self.width
+        else:
+            self.history = UserHistory(config, dataset, self.pad).to(config["device"])
+            self.width = self.history.items.shape[1]
+            # a user's last row excludes all the user's items under either mode
+            self.max_excluded = int(self.history.counts.max()) if len(self.history.counts) else 0
+        self.piece_rows = max(1, EXCLUSION_PIECE_ENTRIES // self.width)
+
+    def for_rows(self, batch: EncodedBatch, rows: slice) -> "RowExclusions":
+        """The exclusions of the batch's training rows `rows`."""
+        if self.history is None:
+            held = torch.cat([batch.pos_items[rows].unsqueeze(1), batch.held_items(rows)], 1)
+            return RowExclusions.of_ids(held, self.n_items)
+        users = batch.users[rows]
+        items = self.history.items.index_select(0, users)  # index_select: the fastest row gather
         if self.mode == "user":
             return RowExclusions(items, items < self.pad, self.n_items)
-        first = self.history.first[:, :width].index_select(0, users)
-        return RowExclusions(items, first <= batch.target_index.unsqueeze(1), self.n_items)
+        first = self.history.first.index_select(0, users)
+        return RowExclusions(items, first <= batch.target_index[rows].unsqueeze(1), self.n_items)
+
+    def pieces(self, batch: EncodedBatch, piece_rows: Optional[int] = None) -> Iterator[tuple[slice, "RowExclusions"]]:
+        """The batch's rows in pieces of at most `piece_rows` (default: the memory bound), with their exclusions."""
+        step = min(piece_rows or self.piece_rows, self.piece_rows)
+        for start in range(0, batch.size, step):
+            rows = slice(start, start + step)
+            yield rows, self.for_rows(batch, rows)
+
+    def draw(self, batch: EncodedBatch, num: int) -> Tensor:
+        """`num` ids per row [B, num], uniform with replacement over the ids the row does not exclude."""
+        return torch.cat([exclusions.draw(num) for _, exclusions in self.pieces(batch)])
+
+    def contains(self, batch: EncodedBatch, ids: Tensor) -> Tensor:
+        """Whether each of the ids [B, n] is excluded for its row: [B, n] bool."""
+        return torch.cat([exclusions.contains(ids[rows]) for rows, exclusions in self.pieces(batch)])
 
 
 @dataclass
@@ -301,8 +330,9 @@ class RowExclusions:
 
 def draw_from_sorted_complement(items: Tensor, excluded: Tensor, num: int, n_items: int) -> Tensor:
     """Draw `num` ids per row uniformly (with replacement) from 1..n_items minus the ids of
-    `items` [B, W] (distinct, ascending, padding above n_items at the end) that
-    `excluded` [B, W] marks. Exact, loop-free, no sort.
+    `items` [B, W] (ascending, padding above n_items at the end) that `excluded` [B, W]
+    marks, each id marked at most once (a repeat unmarked). Exact, loop-free, no sort.
+    A row must keep a free id (`check_dataset` ensures it).
 
     Draw a rank r among the row's free ids and map it to an id: with c_i the number of
     marked ids among items_0..items_i, g_i = items_i - c_i is non-decreasing, and the

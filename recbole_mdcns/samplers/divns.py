@@ -115,7 +115,8 @@ class DivNSSampler(NegativeSampler):
 
         negative = batch.item_rows(hard)
         diverse = self._pop_queue(users)
-        has_diverse = diverse > 0
+        # a queued id came from an earlier row's pool: the row may exclude it (an item its user had since)
+        has_diverse = (diverse > 0) & ~self.exclusion.contains(batch, diverse.unsqueeze(1)).squeeze(1)
         if has_diverse.any():
             mixed = self.mix * negative + (1 - self.mix) * batch.item_rows(diverse)
             negative = torch.where(has_diverse.unsqueeze(1), mixed, negative)

@@ -62,24 +62,25 @@ class GenNiSampler(NegativeSampler):
     @torch.no_grad()
     def sample(self, batch: EncodedBatch) -> Tensor:
         items = self.item_set()
-        exclusions = self.exclusion.for_batch(batch)
         if items is None:  # the whole catalogue: a view of the table, no copy
             table, size = batch.item_table[1:], self.n_items
-            slots = exclusions.ids(shift=-1)  # id i sits at position i - 1; the pad N+1 at N, outside S
         else:
             table, size = batch.item_rows(items), len(items)
             slot = torch.full((self.n_items + 2,), size, device=self.device)
             slot[items] = torch.arange(size, device=self.device)
-            slots = slot[exclusions.ids()]
         query = self.alpha * batch.seq_emb
-        # two [rows, |S|] float buffers per chunk (logits, cdf)
-        chunk = max(1, int(self.memory_mb * 2**20 // (8 * size)))
-        positions = torch.cat([self._draw_rows(q, table, slots_of_rows, size)
-                               for q, slots_of_rows in zip(query.split(chunk), slots.split(chunk))])
+        # two [rows, |S|] float buffers per piece (logits, cdf)
+        piece_rows = max(1, int(self.memory_mb * 2**20 // (8 * size)))
+        positions = []
+        for rows, exclusions in self.exclusion.pieces(batch, piece_rows):
+            # id i sits at position i - 1 of the whole catalogue; the pad N+1 falls outside S
+            slots = exclusions.ids(shift=-1) if items is None else slot[exclusions.ids()]
+            positions.append(self._draw_rows(query[rows], table, slots, size))
+        positions = torch.cat(positions)
         draws = positions.clamp(min=0) + 1 if items is None else items[positions.clamp(min=0)]
         empty = positions[:, 0] < 0  # every id of a small S is excluded for the row
         if empty.any():
-            draws[empty] = exclusions.draw(self.neg_num)[empty]
+            draws[empty] = self.exclusion.draw(batch, self.neg_num)[empty]
         return draws
 
     def _draw_rows(self, query: Tensor, table: Tensor, slots: Tensor, size: int) -> Tensor:

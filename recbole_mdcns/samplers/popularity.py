@@ -33,15 +33,14 @@ class PopularitySampler(NegativeSampler):
         self.probs = (weights / weights.sum()).float().to(self.device)
 
     def sample(self, batch: EncodedBatch) -> Tensor:
-        excluded = self.exclusion.for_batch(batch)
         rows, k = batch.size, self.neg_num
         draws = torch.multinomial(self.probs, rows * k, replacement=True).view(rows, k)
-        bad = excluded.contains(draws)
+        bad = self.exclusion.contains(batch, draws)
         for _ in range(MAX_REDRAWS):
             n_bad = int(bad.sum())
             if n_bad == 0:
                 return draws
             draws[bad] = torch.multinomial(self.probs, n_bad, replacement=True)
-            bad = excluded.contains(draws)
+            bad = self.exclusion.contains(batch, draws)
         getLogger().debug("popularity sampler: %d rows fell back to uniform", int(bad.any(dim=1).sum()))
-        return torch.where(bad, excluded.draw(k), draws)
+        return torch.where(bad, self.exclusion.draw(batch, k), draws)
