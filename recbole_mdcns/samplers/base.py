@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import copy
 import difflib
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Union
 
 import torch
 from recbole.data.dataset import Dataset
@@ -269,9 +270,23 @@ class ExclusionSets:
             # a user's last row excludes all the user's items under either mode
             self.max_excluded = int(self.history.counts.max()) if len(self.history.counts) else 0
         self.piece_rows = max(1, EXCLUSION_PIECE_ENTRIES // self.width)
+        # the latest batch's exclusions by row slice: a sampler that draws and then tests
+        # membership (DivNS, popularity's redraws) builds them once per batch. A weak
+        # reference: holding the batch would keep its autograd graph alive into the next step
+        self._latest: tuple[Callable[[], Optional[EncodedBatch]], dict[tuple[int, int], RowExclusions]] = (
+            lambda: None, {})
 
     def for_rows(self, batch: EncodedBatch, rows: slice) -> "RowExclusions":
         """The exclusions of the batch's training rows `rows`."""
+        if self._latest[0]() is not batch:
+            self._latest = (weakref.ref(batch), {})
+        cached = self._latest[1]
+        key = (rows.start, rows.stop)
+        if key not in cached:
+            cached[key] = self._build(batch, rows)
+        return cached[key]
+
+    def _build(self, batch: EncodedBatch, rows: slice) -> "RowExclusions":
         if self.history is None:
             held = torch.cat([batch.pos_items[rows].unsqueeze(1), batch.held_items(rows)], 1)
             return RowExclusions.of_ids(held, self.n_items)
