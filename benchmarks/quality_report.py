@@ -27,21 +27,28 @@ def _format_range(bounds: Optional[tuple[float, float]]) -> str:
 
 
 def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = None,
-           published: Optional[dict[str, dict[str, Any]]] = None, planned: Optional[int] = None) -> str:
+           published: Optional[dict[str, dict[str, Any]]] = None, planned: Optional[int] = None,
+           eval_mask: str = "none") -> str:
     """The markdown tables of `results`: one per dataset and model, a row per sampler and
     variant, beside the `published` masked NDCG@10 (dataset -> model -> row name -> value or
     [low, high]); then the `superseded` lines, one table row each; then how many of the
-    `planned` runs the tables hold, and the machines."""
+    `planned` runs the tables hold, and the machines. `eval_mask`: the plan's, which says
+    what the first four metrics rank."""
     groups = grouped(results)
     published = published or {}
+    first_four = (
+        ["metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
+         "models); `masked` ranks without them, the protocol of the published reference points."]
+        if eval_mask == "none" else
+        [f"metrics are the trainer's under the plan's `eval_mask: {eval_mask}`, which also chose the best",
+         "checkpoint; `masked` re-ranks without each user's earlier items, the published protocol."])
     lines = [
         "# Quality: test metrics per sampler",
         "",
         "Leave-one-out (RecBole `eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user,",
         "mode: full}`), ranking over all items; early stopping on valid NDCG@10, test with the best",
         "checkpoint. Mean ± standard deviation over seeds; HR is RecBole's Hit. The first four",
-        "metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
-        "models); `masked` ranks without them, the protocol of the published reference points.",
+        *first_four,
         "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
         f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
         "is training time alone, per machine (listed at the end; a row's seeds may come from",
@@ -102,7 +109,8 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
 def render_plan(jsonl_path: str, plan: dict[str, Any]) -> str:
     """quality.md: the tables of the lines of `jsonl_path` that `plan` asks for (`render`)."""
     rows, superseded = current_rows(jsonl_path, plan)
-    return render(rows, superseded, plan.get("published"), len(planned_runs(plan)))
+    return render(rows, superseded, plan.get("published"), len(planned_runs(plan)),
+                  plan["base_config"].get("eval_mask") or "none")
 
 
 def _machine_name(row: Row) -> str:

@@ -31,15 +31,23 @@ RECORD = "epochs.json"  # a run folder's per-epoch record, for a resumed run's l
 
 def earlier_items(dataset: Any) -> csr_matrix:
     """[users, items]: the items of each user before their last interaction (the test target),
-    which the published protocol of these benchmarks removes from the test ranking."""
+    which the published protocol of these benchmarks removes from the test ranking. After
+    RecBole's split, `dataset.inter_feat` holds one row per target (a user's first item is
+    never one), so the items are every row's prefix and every target but the user's last."""
     feat = dataset.inter_feat
     users = feat[dataset.uid_field].numpy()
     items = feat[dataset.iid_field].numpy()
     order = np.lexsort((feat[dataset.time_field].numpy(), users))
-    users, items = users[order], items[order]
-    earlier = np.r_[users[1:] == users[:-1], False]  # all but each user's last
-    return csr_matrix((np.ones(int(earlier.sum()), dtype=bool), (users[earlier], items[earlier])),
-                      shape=(dataset.user_num, dataset.item_num))
+    not_last = np.zeros(len(users), dtype=bool)
+    not_last[order[:-1]] = users[order[1:]] == users[order[:-1]]  # all but each user's last
+    prefixes = feat[dataset.iid_field + dataset.config["LIST_SUFFIX"]].numpy()
+    prefix_users = np.repeat(users, prefixes.shape[1])
+    held = prefixes.reshape(-1) > 0
+    rows = np.r_[users[not_last], prefix_users[held]]
+    cols = np.r_[items[not_last], prefixes.reshape(-1)[held]]
+    matrix = csr_matrix((np.ones(len(rows), dtype=bool), (rows, cols)), shape=(dataset.user_num, dataset.item_num))
+    matrix.sum_duplicates()
+    return matrix
 
 
 @torch.no_grad()
