@@ -22,7 +22,7 @@ import torch
 from scipy.sparse import csr_matrix
 
 from benchmarks.benchlib import append_jsonl, machine, timestamp, write_atomic
-from benchmarks.quality_plan import Run, config_dict, digest
+from benchmarks.quality_plan import Run, config_dict, differences, digest, plan_keys
 from benchmarks.quality_results import JSONL
 
 UNFINISHED = "unfinished"  # <out>/unfinished/<run>/: a run's checkpoints until its line is written
@@ -75,11 +75,26 @@ def ranking_metrics(model: Any, data: Any, topk: list[int], exclude: Optional[cs
     return {name: total / count for name, total in sums.items()}
 
 
-def run_folder(run: Run, signature: dict[str, Any], root: str) -> str:
+SIGNATURE_FILE = "signature.json"  # in a run's folder: the signature it was started under
+
+
+def run_folder(run: Run, signature: dict[str, Any], root: str, required: tuple[str, ...] = ()) -> str:
     """Where `run` keeps its checkpoints and per-epoch record until its line is written:
     named by its key and a digest of its signature, so a changed config (a changed default
-    included) never resumes an old state."""
-    return os.path.join(root, "-".join(str(part) for part in run.key if part != "") + f"-{digest(signature)}")
+    included) never resumes an old state. A folder started under an earlier signature is
+    taken up when that signature is this one but for keys the code gained since (the rule
+    that lines follow, `differences`; `required`: the keys the plan sets)."""
+    name = "-".join(str(part) for part in run.key if part != "")
+    exact = os.path.join(root, f"{name}-{digest(signature)}")
+    if os.path.isdir(exact):
+        return exact
+    for earlier in sorted(glob.glob(os.path.join(glob.escape(root), f"{glob.escape(name)}-*"))):
+        stored = os.path.join(earlier, SIGNATURE_FILE)
+        if os.path.exists(stored):
+            with open(stored) as f:
+                if not differences(signature, json.load(f), required):
+                    return earlier
+    return exact
 
 
 def execute(run: Run, base_config: dict[str, Any], data_path: str, folder: str) -> dict[str, Any]:
@@ -154,8 +169,11 @@ def run_and_record(run: Run, plan: dict[str, Any], signature: dict[str, Any], da
     """Train `run` in its folder, append its line to `<out>/quality.jsonl` (with the machine,
     `jobs`: how many runs share it, and the time), then remove the folder; return the line,
     or None when another process holds the folder (that process is training the run)."""
-    folder = run_folder(run, signature, os.path.join(os.path.abspath(out), UNFINISHED))
+    folder = run_folder(run, signature, os.path.join(os.path.abspath(out), UNFINISHED),
+                        tuple(plan_keys(run, plan["base_config"])))
     os.makedirs(folder, exist_ok=True)
+    if not os.path.exists(os.path.join(folder, SIGNATURE_FILE)):
+        write_atomic(os.path.join(folder, SIGNATURE_FILE), json.dumps(signature, sort_keys=True))
     with open(os.path.join(folder, "lock"), "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

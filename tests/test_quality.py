@@ -449,3 +449,24 @@ def test_the_example_plan(tmp_path, capsys):
     assert quality.main(["--config", example, "--out", str(out), "--dry-run"]) == 0
     assert "4 runs to do" in capsys.readouterr().out
     assert not out.exists()
+
+
+def test_a_run_folder_started_before_the_code_gained_a_key_is_taken_up(tmp_path):
+    """A folder whose stored signature lacks a key the code gained since (at its default) is
+    resumed; one whose stored signature differs on a key is not; a gained key the plan sets is
+    held against it."""
+    from benchmarks.quality_run import SIGNATURE_FILE
+
+    plan = _plan(write_tiny_dataset(tmp_path / "data"))
+    plan["runs"] = [{"sampler": "uniform"}]
+    (run,) = planned_runs(plan)
+    now = signature(run, plan)
+    root = tmp_path / "unfinished"
+    older = {k: v for k, v in now.items() if k != "eval_mask"}  # written before eval_mask existed
+    folder = root / "tiny-SASRec-uniform-2020-0ld5161e"
+    folder.mkdir(parents=True)
+    (folder / SIGNATURE_FILE).write_text(json.dumps(older))
+    assert run_folder(run, now, str(root)) == str(folder)
+    assert run_folder(run, now, str(root), required=("eval_mask",)) != str(folder)
+    (folder / SIGNATURE_FILE).write_text(json.dumps({**older, "learning_rate": 0.5}))
+    assert run_folder(run, now, str(root)) != str(folder)
