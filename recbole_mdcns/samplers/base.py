@@ -164,7 +164,7 @@ class NegativeSampler:
     @classmethod
     def check_loss(cls, config: Any) -> list[str]:
         """The logQ correction needs SSM and a sampler that knows its proposal."""
-        if not config["neg_logq"]:
+        if config["neg_logq"] is not True:  # false, or not a boolean (reported by its type check)
             return []
         if config["neg_loss"] != "SSM":
             return [f"neg_logq = true: the logQ correction applies to neg_loss SSM, not {config['neg_loss']!r}"]
@@ -183,8 +183,7 @@ class NegativeSampler:
     def validate(cls, config: Any) -> list[str]:
         """Type-check every key of this sampler in place (canonical types and spellings),
         then its cross-key constraints; return every problem found."""
-        problems = validate_params(config, cls.all_params())
-        return problems or cls.check_config(config) + cls.check_loss(config)
+        return validate_params(config, cls.all_params()) + cls.check_config(config) + cls.check_loss(config)
 
     @classmethod
     def build(cls, config: Any, dataset: Dataset, **keys: Any) -> "NegativeSampler":
