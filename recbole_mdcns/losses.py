@@ -1,22 +1,80 @@
-"""Ranking losses of one positive against K negatives per row."""
+"""Ranking losses of one positive against K negatives per row, and RecBole's full CE.
+
+Every loss takes positive scores [B] and negative scores [B, K] and returns the mean
+over rows:
+
+- BPR:  mean_k -log sigma(p - n_k)
+- BCE:  -log sigma(p) - mean_k log(1 - sigma(n_k))
+- SSM (sampled softmax): -log( e^(p/T) / (e^(p/T) + sum_k e^(n_k/T - log Q_k)) ), where the
+  logQ correction subtracts the log of each negative's proposal probability Q_k when the
+  sampler knows it (Yi et al. 2019); the positive is given, not drawn, so it is not corrected
+- gBCE (gSASRec, Petrov & Macdonald 2023): -beta log sigma(p) - sum_k log(1 - sigma(n_k)),
+  beta = 1 - t (1 - K / (N - 1)); t = 0 is BCE with its negatives summed (our BCE averages
+  them: the two are equal at K = 1)
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("BPR", "BCE")
+LOSSES = ("BPR", "BCE", "SSM", "gBCE")
 
 
-def ranking_loss(pos_score: Tensor, neg_score: Tensor, kind: str) -> Tensor:
-    """Mean over rows of BPR or BCE, for positive scores [B] and negative scores [B, K].
+@dataclass(frozen=True)
+class RankingLoss:
+    """One of LOSSES with its settings: the SSM temperature and gBCE's beta."""
 
-    BPR: mean_k -log sigma(p - n_k).  BCE: -log sigma(p) - mean_k log(1 - sigma(n_k)).
-    """
-    if kind == "BPR":
-        return -F.logsigmoid(pos_score.unsqueeze(1) - neg_score).mean()
-    if kind == "BCE":
-        return -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score).mean(dim=1)).mean()
-    raise ValueError(f"neg_loss = {kind!r}: must be one of {', '.join(LOSSES)}")
+    kind: str
+    temperature: float = 1.0
+    gbce_beta: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Any, n_items: int) -> "RankingLoss":
+        """From `neg_loss`, `neg_temperature` and `neg_gbce_t`, with K = `neg_num` of `n_items` items."""
+        sampling_rate = config["neg_num"] / max(n_items - 1, 1)
+        return cls(config["neg_loss"], config["neg_temperature"], gbce_beta(config["neg_gbce_t"], sampling_rate))
+
+    def __call__(self, pos_score: Tensor, neg_score: Tensor, neg_log_q: Optional[Tensor] = None) -> Tensor:
+        """The mean loss over rows; `neg_log_q` [B, K] (SSM only): log Q of each negative."""
+        if self.kind == "BPR":
+            return bpr_loss(pos_score, neg_score)
+        if self.kind == "BCE":
+            return bce_loss(pos_score, neg_score)
+        if self.kind == "SSM":
+            return sampled_softmax_loss(pos_score, neg_score, self.temperature, neg_log_q)
+        if self.kind == "gBCE":
+            return gbce_loss(pos_score, neg_score, self.gbce_beta)
+        raise ValueError(f"neg_loss = {self.kind!r}: must be one of {', '.join(LOSSES)}")
+
+
+def gbce_beta(t: float, sampling_rate: float) -> float:
+    """gSASRec's beta = alpha (t (1 - 1/alpha) + 1/alpha) = 1 - t (1 - alpha), alpha = K / (N - 1)."""
+    return 1.0 - t * (1.0 - sampling_rate)
+
+
+def bpr_loss(pos_score: Tensor, neg_score: Tensor) -> Tensor:
+    return -F.logsigmoid(pos_score.unsqueeze(1) - neg_score).mean()
+
+
+def bce_loss(pos_score: Tensor, neg_score: Tensor) -> Tensor:
+    return -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score).mean(dim=1)).mean()
+
+
+def gbce_loss(pos_score: Tensor, neg_score: Tensor, beta: float) -> Tensor:
+    return -(beta * F.logsigmoid(pos_score) + F.logsigmoid(-neg_score).sum(dim=1)).mean()
+
+
+def sampled_softmax_loss(pos_score: Tensor, neg_score: Tensor, temperature: float = 1.0,
+                         neg_log_q: Optional[Tensor] = None) -> Tensor:
+    neg_logits = neg_score / temperature
+    if neg_log_q is not None:
+        neg_logits = neg_logits - neg_log_q
+    logits = torch.cat([(pos_score / temperature).unsqueeze(1), neg_logits], dim=1)
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
 def full_softmax_loss(seq_emb: Tensor, item_table: Tensor, targets: Tensor) -> Tensor:

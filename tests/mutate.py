@@ -109,6 +109,32 @@ MUTATIONS: list[Mutation] = [
         "DivNS mixes in a queued diverse id that its row excludes (an item the user had since)",
     ),
     Mutation(
+        "ssm_log_q_added", "recbole_mdcns/losses.py",
+        "neg_logits = neg_logits - neg_log_q", "neg_logits = neg_logits + neg_log_q",
+        ("tests/test_losses.py::test_sampled_softmax_matches_its_formula_with_temperature_and_log_q",),
+        "SSM adds log Q instead of subtracting it",
+    ),
+    Mutation(
+        "gbce_beta_ignored", "recbole_mdcns/losses.py",
+        "return -(beta * F.logsigmoid(pos_score)", "return -(F.logsigmoid(pos_score)",
+        ("tests/test_losses.py::test_gbce_matches_gsasrec",),
+        "gBCE without its calibration: plain BCE with summed negatives",
+    ),
+    Mutation(
+        "uniform_log_q_ignores_exclusion", "recbole_mdcns/samplers/uniform.py",
+        "log_q = -torch.log(self.exclusion.free(batch).float()).unsqueeze(1)",
+        "log_q = -torch.log(torch.full_like(self.exclusion.free(batch).float(), self.n_items)).unsqueeze(1)",
+        ("tests/test_losses.py::test_the_reported_proposal_is_the_distribution_of_the_draws",),
+        "uniform's Q is 1/N instead of 1 over the row's free items",
+    ),
+    Mutation(
+        "genni_log_q_without_normaliser", "recbole_mdcns/samplers/genni.py",
+        "log_q = self.alpha * batch.score_detached(draws) - log_norm.unsqueeze(1)",
+        "log_q = self.alpha * batch.score_detached(draws)",
+        ("tests/test_losses.py::test_the_reported_proposal_is_the_distribution_of_the_draws",),
+        "GenNi's Q is its unnormalised score",
+    ),
+    Mutation(
         "layout_target_index_off_by_one", "recbole_mdcns/layout.py",
         "start[row] + column + 1)", "start[row] + column)",
         ("tests/test_layout.py::test_training_positions_are_each_users_longest_prefix",),

@@ -8,6 +8,7 @@ import torch
 
 from recbole_mdcns import ConfigError, build_experiment
 from recbole_mdcns.config import Config
+from recbole_mdcns.losses import RankingLoss
 from recbole_mdcns.samplers.mdcns import MDCNSWeights, PeerConfig, consensus_distillation, mdcns_losses, select_negatives
 
 SMALL_PEER = {"embedding_size": 16, "hidden_size": 16, "n_layers": 1, "num_layers": 1, "inner_size": 32, "n_heads": 1}
@@ -70,13 +71,13 @@ def test_each_model_is_ranked_on_every_view_with_its_weight():
     s_self, s_peer = torch.tensor([[0.1, 0.7, -0.3, 0.4]]), torch.tensor([[0.9, -0.5, 0.2, 0.3]])
     chosen = {"self": torch.tensor([[1]]), "peer": torch.tensor([[0]]), "teacher": torch.tensor([[3]])}
     w = weights(alpha=1.0, beta=2.0, gamma=5.0, kd_weight=0)
-    self_loss, peer_loss, kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, w, "BPR")
+    self_loss, peer_loss, kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, w, RankingLoss("BPR"))
     # L_S = alpha l(self's pick) + beta l(peer's pick) + gamma l(teacher's pick), scored by self
     assert self_loss.item() == pytest.approx(1 * bpr(0.5, 0.7) + 2 * bpr(0.5, 0.1) + 5 * bpr(0.5, 0.4), rel=1e-6)
     # L_P: the roles of self and peer swapped, scored by the peer
     assert peer_loss.item() == pytest.approx(1 * bpr(-0.2, 0.9) + 2 * bpr(-0.2, -0.5) + 5 * bpr(-0.2, 0.3), rel=1e-6)
     assert kd.item() == 0
-    single_self, single_peer, _ = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(single_source=True, kd_weight=0), "BPR")
+    single_self, single_peer, _ = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(single_source=True, kd_weight=0), RankingLoss("BPR"))
     assert single_self.item() == pytest.approx(bpr(0.5, 0.7), rel=1e-6)
     assert single_peer.item() == pytest.approx(bpr(-0.2, 0.9), rel=1e-6)
 
@@ -86,7 +87,7 @@ def test_distillation_covers_the_positive_only_when_asked(with_positive):
     torch.manual_seed(2)
     p_self, p_peer, s_self, s_peer = torch.randn(5), torch.randn(5), torch.randn(5, 4), torch.randn(5, 4)
     chosen = select_negatives(s_self, s_peer, 1.0, 1, 1, "mean")
-    kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(kd_weight=3.0, tau=2.0, kd_with_positive=with_positive), "BCE")[2]
+    kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(kd_weight=3.0, tau=2.0, kd_with_positive=with_positive), RankingLoss("BCE"))[2]
     z_self = torch.cat([p_self.unsqueeze(1), s_self], 1) if with_positive else s_self
     z_peer = torch.cat([p_peer.unsqueeze(1), s_peer], 1) if with_positive else s_peer
     assert kd.item() == pytest.approx(3.0 * sum(consensus_distillation(z_self, z_peer, 2.0)).item(), rel=1e-6)
@@ -97,18 +98,18 @@ def test_each_ablation_switch_changes_exactly_its_part():
     p_self, p_peer = torch.randn(8), torch.randn(8)
     s_self, s_peer = torch.randn(8, 6), torch.randn(8, 6)
     chosen = select_negatives(s_self, s_peer, 1.0, 1, 1, "mean")
-    full = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(), "BCE")
-    no_kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(kd_weight=0), "BCE")
+    full = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(), RankingLoss("BCE"))
+    no_kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(kd_weight=0), RankingLoss("BCE"))
     assert torch.equal(full[0], no_kd[0]) and torch.equal(full[1], no_kd[1])
     assert full[2] > 0 and no_kd[2] == 0
 
     no_divergence = select_negatives(s_self, s_peer, 0.0, 1, 1, "mean")
     assert torch.equal(no_divergence["self"].squeeze(1), s_self.argmax(1))
     assert torch.equal(no_divergence["peer"].squeeze(1), s_peer.argmax(1))
-    plain = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, weights(), "BCE")
+    plain = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, weights(), RankingLoss("BCE"))
     assert torch.equal(plain[2], full[2])  # distillation does not depend on the picks
 
-    single = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, weights(single_source=True, kd_weight=0), "BCE")
+    single = mdcns_losses(p_self, s_self, p_peer, s_peer, no_divergence, weights(single_source=True, kd_weight=0), RankingLoss("BCE"))
     hardest = s_self.max(1).values
     dns = (-torch.nn.functional.logsigmoid(p_self) - torch.nn.functional.logsigmoid(-hardest)).mean()
     assert torch.isclose(single[0], dns)  # self trained by DNS on its own view alone

@@ -7,7 +7,6 @@ import torch
 from conftest import BATCH_ITEMS as N_ITEMS
 from conftest import BATCH_ROWS as ROWS
 from conftest import chi_square_ok, excluded_mask, make_batch, make_sampler
-from recbole_mdcns.losses import ranking_loss
 from recbole_mdcns.samplers.base import RowExclusions, draw_from_sorted_complement
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch
@@ -154,11 +153,3 @@ def test_loss_gradient_reaches_the_chosen_negatives_only():
     assert sampler.pop_diagnostics()["neg_score"] == pytest.approx(batch.score_detached(negatives).mean().item(), rel=1e-5)
 
 
-def test_bpr_and_bce_match_their_formulas():
-    pos = torch.tensor([2.0, -1.0])
-    neg = torch.tensor([[1.0, 0.0], [0.5, -2.0]])
-    sig = torch.sigmoid
-    bpr = -torch.log(sig(pos.unsqueeze(1) - neg)).mean()
-    bce = (-torch.log(sig(pos)) - torch.log(1 - sig(neg)).mean(1)).mean()
-    assert torch.isclose(ranking_loss(pos, neg, "BPR"), bpr)
-    assert torch.isclose(ranking_loss(pos, neg, "BCE"), bce)

@@ -20,7 +20,7 @@ import torch
 from recbole.data.dataset import Dataset
 from torch import Tensor, nn
 
-from recbole_mdcns.losses import LOSSES, ranking_loss
+from recbole_mdcns.losses import LOSSES, RankingLoss
 from recbole_mdcns.params import ConfigError, Param, validate_params
 from recbole_mdcns.history import UserHistory
 from recbole_mdcns.scoring import EncodedBatch
@@ -31,8 +31,15 @@ SAMPLERS: dict[str, type["NegativeSampler"]] = {}
 NO_CO_BATCHES: Mapping[str, EncodedBatch] = MappingProxyType({})
 
 SHARED_PARAMS = (
-    Param("neg_loss", str, "BPR", "BPR or BCE over the K negatives of each row", choices=LOSSES),
+    Param("neg_loss", str, "BPR", "the loss over each row's positive and K negatives: BPR, BCE, SSM (sampled "
+          "softmax) or gBCE (gSASRec's calibrated BCE)", choices=LOSSES),
     Param("neg_num", int, 1, "K, negatives per training row", minimum=1),
+    Param("neg_temperature", float, 1.0, "SSM's temperature T: scores are divided by it", minimum=0,
+          minimum_exclusive=True),
+    Param("neg_logq", bool, False, "SSM subtracts log Q of each negative, its proposal probability (uniform, "
+          "popularity and GenNi know it)"),
+    Param("neg_gbce_t", float, 0.75, "gBCE's calibration t in [0, 1]: beta = 1 - t (1 - K / (N - 1)); 0 is BCE "
+          "with summed negatives", minimum=0, maximum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
           "(the whole prefix, beyond MAX_ITEM_LIST_LENGTH); `user`: nor any training item of the user; `window`: "
           "only the target and the prefix items the row holds (RecBole's truncated view, to measure the difference)",
@@ -118,11 +125,13 @@ class NegativeSampler:
     name: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     uses_candidate_pool: ClassVar[bool] = False
+    has_proposal: ClassVar[bool] = False  # implements sample_with_log_q (the logQ correction)
 
     def __init__(self, config: Any, dataset: Dataset):
         self.config = config
-        self.loss_kind: str = config["neg_loss"]
         self.neg_num: int = config["neg_num"]
+        self.ranking_loss = RankingLoss.from_config(config, dataset.item_num - 1)
+        self.log_q: bool = config["neg_logq"]
         self.candidate_num: int = config["neg_candidate_num"] if self.uses_candidate_pool else 0
         self.device = config["device"]
         self.n_items = dataset.item_num - 1  # ids 1..N; 0 is padding
@@ -153,6 +162,19 @@ class NegativeSampler:
         return []
 
     @classmethod
+    def check_loss(cls, config: Any) -> list[str]:
+        """The logQ correction needs SSM and a sampler that knows its proposal."""
+        if config["neg_logq"] is not True:  # false, or not a boolean (reported by its type check)
+            return []
+        if config["neg_loss"] != "SSM":
+            return [f"neg_logq = true: the logQ correction applies to neg_loss SSM, not {config['neg_loss']!r}"]
+        if not cls.has_proposal:
+            known = ", ".join(c.name for c in SAMPLERS.values() if c.has_proposal)
+            return [f"neg_logq = true: {cls.name} selects its negatives by their scores, so they have no proposal "
+                    f"probability to correct for; samplers with one: {known}"]
+        return []
+
+    @classmethod
     def co_trained_models(cls, config: Any) -> dict[str, str]:
         """The models this sampler will train beside self, {config key: model name}."""
         return {}
@@ -161,7 +183,7 @@ class NegativeSampler:
     def validate(cls, config: Any) -> list[str]:
         """Type-check every key of this sampler in place (canonical types and spellings),
         then its cross-key constraints; return every problem found."""
-        return validate_params(config, cls.all_params()) + cls.check_config(config)
+        return validate_params(config, cls.all_params()) + cls.check_config(config) + cls.check_loss(config)
 
     @classmethod
     def build(cls, config: Any, dataset: Dataset, **keys: Any) -> "NegativeSampler":
@@ -199,6 +221,11 @@ class NegativeSampler:
         """Negative ids [B, K]."""
         raise NotImplementedError
 
+    def sample_with_log_q(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """Negative ids [B, K] and the log of each one's proposal probability [B, K]
+        (samplers with `has_proposal`)."""
+        raise NotImplementedError
+
     def negative_embeddings(self, batch: EncodedBatch) -> Tensor:
         """Negative item embeddings [B, K, d], with gradient."""
         return batch.item_rows(self.sample(batch))
@@ -206,9 +233,13 @@ class NegativeSampler:
     def loss(self, batch: EncodedBatch, co_batches: Mapping[str, EncodedBatch] = NO_CO_BATCHES) -> Loss:
         """The training loss of one batch (a tuple is logged part by part), from self's
         encoding and, by name, those of the `co_trained` models."""
-        neg_score = batch.score_embeddings(self.negative_embeddings(batch))
+        if self.log_q:
+            negatives, log_q = self.sample_with_log_q(batch)
+            neg_score = batch.score(negatives)
+        else:
+            log_q, neg_score = None, batch.score_embeddings(self.negative_embeddings(batch))
         self.record("neg_score", neg_score.detach().mean())
-        return ranking_loss(batch.pos_score(), neg_score, self.loss_kind)
+        return self.ranking_loss(batch.pos_score(), neg_score, log_q)
 
     def candidate_pool(self, batch: EncodedBatch, num: Optional[int] = None) -> Tensor:
         """`num` (default C) ids per row, uniform over the items not excluded for it: [B, num]."""
@@ -307,6 +338,15 @@ class ExclusionSets:
     def draw(self, batch: EncodedBatch, num: int) -> Tensor:
         """`num` ids per row [B, num], uniform with replacement over the ids the row does not exclude."""
         return torch.cat([exclusions.draw(num) for _, exclusions in self.pieces(batch)])
+
+    def free(self, batch: EncodedBatch) -> Tensor:
+        """How many ids each row may draw: [B]."""
+        return torch.cat([self.n_items - exclusions.excluded.sum(1) for _, exclusions in self.pieces(batch)])
+
+    def excluded_mass(self, batch: EncodedBatch, probs: Tensor) -> Tensor:
+        """The total of `probs` [N+1] over each row's excluded ids: [B]."""
+        return torch.cat([(probs[exclusions.items.long().clamp(max=self.n_items)] * exclusions.excluded).sum(1)
+                          for _, exclusions in self.pieces(batch)])
 
     def contains(self, batch: EncodedBatch, ids: Tensor) -> Tensor:
         """Whether each of the ids [B, n] is excluded for its row: [B, n] bool."""

@@ -26,7 +26,7 @@ from recbole.data.dataset import Dataset
 from recbole.utils import get_model
 from torch import Tensor
 
-from recbole_mdcns.losses import ranking_loss
+from recbole_mdcns.losses import RankingLoss
 from recbole_mdcns.parallel import DISTRIBUTED_KEYS
 from recbole_mdcns.params import ConfigError, Param
 from recbole_mdcns.samplers.base import CoTrained, Loss, NegativeSampler, ordered, register
@@ -68,13 +68,13 @@ def consensus_distillation(z_self: Tensor, z_peer: Tensor, tau: float) -> tuple[
 
 
 def mdcns_losses(
-    p_self: Tensor, s_self: Tensor, p_peer: Tensor, s_peer: Tensor, picks: dict[str, Tensor], weights: MDCNSWeights, kind: str
+    p_self: Tensor, s_self: Tensor, p_peer: Tensor, s_peer: Tensor, picks: dict[str, Tensor], weights: MDCNSWeights, ranking: RankingLoss
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(self ranking, peer ranking, weighted distillation) from positive scores [B], pool
     scores [B, C] with gradient, and each view's picked positions [B, K]."""
 
     def rank(p: Tensor, s: Tensor, view: str) -> Tensor:
-        return ranking_loss(p, s.gather(1, picks[view]), kind)
+        return ranking(p, s.gather(1, picks[view]))
 
     w = weights
     if w.single_source:
@@ -193,7 +193,7 @@ class MDCNSSampler(NegativeSampler):
         p_self, p_peer = batch.pos_score(), peer_batch.pos_score()
         with torch.no_grad():
             picks = select_negatives(s_self, s_peer, self.omega, self.top_m, self.neg_num, self.teacher)
-        losses = mdcns_losses(p_self, s_self, p_peer, s_peer, picks, self.weights, self.loss_kind)
+        losses = mdcns_losses(p_self, s_self, p_peer, s_peer, picks, self.weights, self.ranking_loss)
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())

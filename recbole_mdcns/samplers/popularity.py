@@ -22,6 +22,7 @@ class PopularitySampler(NegativeSampler):
     popularity mass fall back to a uniform draw over their free items (logged)."""
 
     params = (Param("popularity_alpha", float, 1.0, "probability proportional to count^alpha", minimum=0),)
+    has_proposal = True
 
     def __init__(self, config: Any, dataset: Dataset):
         super().__init__(config, dataset)
@@ -31,6 +32,13 @@ class PopularitySampler(NegativeSampler):
         if weights.sum() == 0:  # alpha > 0 and no counts cannot happen on a real split
             weights[1:] = 1.0
         self.probs = (weights / weights.sum()).float().to(self.device)
+
+    def sample_with_log_q(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """Q(j) = p_j / (1 - the row's excluded mass): the redraws sample p conditioned on
+        the row's free ids (a row that falls back to uniform is rare and not corrected for)."""
+        negatives = self.sample(batch)
+        free_mass = (1 - self.exclusion.excluded_mass(batch, self.probs)).clamp(min=1e-12)
+        return negatives, torch.log(self.probs[negatives]) - torch.log(free_mass).unsqueeze(1)
 
     def sample(self, batch: EncodedBatch) -> Tensor:
         rows, k = batch.size, self.neg_num

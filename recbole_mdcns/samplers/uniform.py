@@ -1,6 +1,7 @@
 """Uniform negatives: K ids uniform over the items not excluded for the row."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from recbole_mdcns.samplers.base import NegativeSampler, register
@@ -9,5 +10,13 @@ from recbole_mdcns.scoring import EncodedBatch
 
 @register("uniform")
 class UniformSampler(NegativeSampler):
+    has_proposal = True
+
     def sample(self, batch: EncodedBatch) -> Tensor:
         return self.candidate_pool(batch, self.neg_num)
+
+    def sample_with_log_q(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """Q = 1 / the row's number of free ids."""
+        negatives = self.sample(batch)
+        log_q = -torch.log(self.exclusion.free(batch).float()).unsqueeze(1)
+        return negatives, log_q.expand_as(negatives)

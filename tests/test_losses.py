@@ -1,0 +1,127 @@
+"""The ranking losses against hand-computed values, and the proposal probabilities that the
+logQ correction subtracts against the draws they describe."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import BATCH_ITEMS as N_ITEMS
+from conftest import make_batch, make_sampler
+from recbole_mdcns.config import Config
+from recbole_mdcns.losses import RankingLoss, gbce_beta, sampled_softmax_loss
+from recbole_mdcns.params import ConfigError
+
+POS = torch.tensor([2.0, -1.0])
+NEG = torch.tensor([[1.0, 0.0], [0.5, -2.0]])
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_bpr_and_bce_match_their_formulas():
+    bpr = -(math.log(sig(1.0)) + math.log(sig(2.0)) + math.log(sig(-1.5)) + math.log(sig(1.0))) / 4
+    bce = (-math.log(sig(2.0)) - (math.log(1 - sig(1.0)) + math.log(1 - sig(0.0))) / 2
+           - math.log(sig(-1.0)) - (math.log(1 - sig(0.5)) + math.log(1 - sig(-2.0))) / 2) / 2
+    assert RankingLoss("BPR")(POS, NEG).item() == pytest.approx(bpr, rel=1e-6)
+    assert RankingLoss("BCE")(POS, NEG).item() == pytest.approx(bce, rel=1e-6)
+
+
+def test_sampled_softmax_matches_its_formula_with_temperature_and_log_q():
+    def row(p, negs, t, log_q):
+        logits = [p / t] + [n / t - q for n, q in zip(negs, log_q)]
+        return math.log(sum(math.exp(x) for x in logits)) - p / t
+
+    log_q = torch.tensor([[-1.0, -2.0], [0.5, -0.5]])
+    for t in (1.0, 0.5):
+        expected = (row(2.0, [1.0, 0.0], t, [-1.0, -2.0]) + row(-1.0, [0.5, -2.0], t, [0.5, -0.5])) / 2
+        assert RankingLoss("SSM", temperature=t)(POS, NEG, log_q).item() == pytest.approx(expected, rel=1e-6)
+    plain = (row(2.0, [1.0, 0.0], 1.0, [0, 0]) + row(-1.0, [0.5, -2.0], 1.0, [0, 0])) / 2
+    assert RankingLoss("SSM")(POS, NEG).item() == pytest.approx(plain, rel=1e-6)
+
+
+def test_sampled_softmax_over_every_other_item_is_full_cross_entropy():
+    gen = torch.Generator().manual_seed(0)
+    h, table = torch.randn(5, 8, generator=gen), torch.randn(N_ITEMS + 1, 8, generator=gen)
+    targets = torch.randint(1, N_ITEMS + 1, (5,), generator=gen)
+    scores = h @ table[1:].T  # [5, N], id i at column i - 1
+    others = torch.stack([torch.cat([scores[r, : t - 1], scores[r, t:]]) for r, t in enumerate(targets.tolist())])
+    full = F.cross_entropy(scores, targets - 1)
+    assert sampled_softmax_loss(scores.gather(1, (targets - 1).unsqueeze(1)).squeeze(1), others) == pytest.approx(full.item(), rel=1e-5)
+    # a constant correction (uniform sampling) shifts every negative logit by the same amount
+    shifted = sampled_softmax_loss(scores[:, 0], others, neg_log_q=torch.full_like(others, -math.log(N_ITEMS - 1)))
+    assert shifted == pytest.approx(sampled_softmax_loss(scores[:, 0], others + math.log(N_ITEMS - 1)).item(), rel=1e-6)
+
+
+def test_gbce_matches_gsasrec():
+    assert gbce_beta(0.75, 0.01) == pytest.approx(0.01 * (0.75 * (1 - 1 / 0.01) + 1 / 0.01))
+    assert gbce_beta(0.0, 0.01) == 1.0
+    beta = gbce_beta(0.75, 2 / 99)
+    expected = (-(beta * math.log(sig(2.0)) + math.log(1 - sig(1.0)) + math.log(1 - sig(0.0)))
+                - (beta * math.log(sig(-1.0)) + math.log(1 - sig(0.5)) + math.log(1 - sig(-2.0)))) / 2
+    assert RankingLoss("gBCE", gbce_beta=beta)(POS, NEG).item() == pytest.approx(expected, rel=1e-6)
+    # t = 0 at K = 1 is BCE
+    one = NEG[:, :1]
+    assert RankingLoss("gBCE", gbce_beta=gbce_beta(0.0, 1 / 99))(POS, one) == pytest.approx(RankingLoss("BCE")(POS, one).item())
+
+
+def test_from_config_reads_the_keys():
+    keys = {"neg_loss": "gBCE", "neg_num": 4, "neg_temperature": 0.5, "neg_gbce_t": 0.5}
+    loss = RankingLoss.from_config(keys, n_items=101)
+    assert loss == RankingLoss("gBCE", 0.5, 1 - 0.5 * (1 - 4 / 100))
+
+
+@pytest.mark.parametrize("name, keys", [("uniform", {}), ("popularity", {"popularity_alpha": 0.7}),
+                                        ("GenNi", {"genni_alpha": 2.0, "genni_item_ratio": 1.0, "genni_memory_mb": 64})])
+def test_the_reported_proposal_is_the_distribution_of_the_draws(name, keys):
+    """For one row drawn many times, exp(log Q) of each drawn id is its frequency."""
+    torch.manual_seed(0)
+    batch, dataset = make_batch()
+    row = 5
+    for field in ("seq_emb", "pos_items", "users", "target_index", "seq_row", "seq_len"):
+        value = getattr(batch, field)
+        setattr(batch, field, value[row : row + 1].expand(200, *value.shape[1:]).clone())
+    sampler = make_sampler(name, dataset, neg_num=50, **keys)
+    draws, log_q = zip(*(sampler.sample_with_log_q(batch) for _ in range(4)))
+    draws, q = torch.cat(draws).flatten(), torch.cat(log_q).flatten().exp()
+    counts = torch.bincount(draws, minlength=N_ITEMS + 1).double()
+    expected = torch.zeros(N_ITEMS + 1, dtype=torch.double)
+    expected[draws] = q.double()  # an id's Q is the same in every draw (checked next)
+    assert torch.allclose(expected[draws], q.double(), rtol=1e-4)
+    if name == "GenNi":  # its rarest ids may never be drawn; they carry almost no mass
+        assert 0.97 < expected.sum() < 1.0 + 1e-4
+    else:  # every free id is drawn: their Q sum to 1
+        assert expected.sum() == pytest.approx(1.0, abs=1e-4)
+    # each frequent id's frequency is its Q within 5 standard errors, and the rare ones' pooled
+    n = len(draws)
+    frequent = expected * n >= 5
+    freq = torch.cat([counts[frequent], counts[~frequent].sum().unsqueeze(0)]) / n
+    prob = torch.cat([expected[frequent], expected[~frequent].sum().unsqueeze(0)])
+    error = (freq - prob).abs() / (prob * (1 - prob) / n).sqrt().clamp(min=1e-12)
+    assert error.max() < 5
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"sampler": "DNS", "neg_loss": "SSM", "neg_logq": True}, "neg_logq = true: DNS selects its negatives by their scores"),
+    ({"sampler": "MDCNS", "neg_loss": "SSM", "neg_logq": True}, "neg_logq = true: MDCNS selects"),
+    ({"sampler": "uniform", "neg_loss": "BPR", "neg_logq": True}, "applies to neg_loss SSM, not 'BPR'"),
+    ({"sampler": "uniform", "neg_gbce_t": 1.5}, "neg_gbce_t = 1.5"),
+    ({"sampler": "uniform", "neg_loss": "SSM", "neg_temperature": 0}, "neg_temperature = 0"),
+])
+def test_loss_mistakes_are_reported_at_start_up(keys, message, tiny_config):
+    with pytest.raises(ConfigError, match=message):
+        Config("SASRec", config_dict={**tiny_config, **keys})
+
+
+@pytest.mark.parametrize("loss", ["SSM", "gBCE"])
+@pytest.mark.parametrize("sampler", ["uniform", "GenNi", "DNS", "MDCNS"])
+def test_every_sampler_trains_with_the_new_losses(sampler, loss, tiny_config):
+    from recbole_mdcns import run_recbole_mdcns
+
+    keys = {**tiny_config, "sampler": sampler, "neg_loss": loss, "neg_num": 4, "dns_top_m": 4, "mdcns_top_m": 4,
+            "neg_logq": loss == "SSM" and sampler in ("uniform", "GenNi")}
+    result = run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)
+    assert math.isfinite(result["best_valid_score"])
