@@ -58,6 +58,10 @@ VARIANTS: list[tuple[str, dict[str, Any], Optional[int]]] = [
     ("genni_rho0.1", {"sampler": "GenNi", "genni_item_ratio": 0.1}, None),
     ("divns", {"sampler": "DivNS"}, None),
     ("mdcns", {"sampler": "MDCNS"}, None),  # SASRec self, GRU4Rec peer (yaml/quick.yaml sizes)
+    # many negatives: K = 256 per row, and K = 256 shared by the batch (one [B, K] product)
+    ("uniform_k256_ssm", {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True}, None),
+    ("uniform_k256_ssm_shared", {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True,
+                                 "neg_shared": True}, None),
 ]
 OUR_REFERENCE = "uniform"
 RECBOLE_REFERENCE = "recbole_uniform_bpr"

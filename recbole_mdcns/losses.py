@@ -14,6 +14,7 @@ over rows:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -38,16 +39,18 @@ class RankingLoss:
         sampling_rate = config["neg_num"] / max(n_items - 1, 1)
         return cls(config["neg_loss"], config["neg_temperature"], gbce_beta(config["neg_gbce_t"], sampling_rate))
 
-    def __call__(self, pos_score: Tensor, neg_score: Tensor, neg_log_q: Optional[Tensor] = None) -> Tensor:
-        """The mean loss over rows; `neg_log_q` [B, K] (SSM only): log Q of each negative."""
+    def __call__(self, pos_score: Tensor, neg_score: Tensor, neg_log_q: Optional[Tensor] = None,
+                 valid: Optional[Tensor] = None) -> Tensor:
+        """The mean loss over rows; `neg_log_q` [B, K] (SSM only): log Q of each negative;
+        `valid` [B, K] bool: the negatives that count (shared negatives a row excludes do not)."""
         if self.kind == "BPR":
-            return bpr_loss(pos_score, neg_score)
+            return bpr_loss(pos_score, neg_score, valid)
         if self.kind == "BCE":
-            return bce_loss(pos_score, neg_score)
+            return bce_loss(pos_score, neg_score, valid)
         if self.kind == "SSM":
-            return sampled_softmax_loss(pos_score, neg_score, self.temperature, neg_log_q)
+            return sampled_softmax_loss(pos_score, neg_score, self.temperature, neg_log_q, valid)
         if self.kind == "gBCE":
-            return gbce_loss(pos_score, neg_score, self.gbce_beta)
+            return gbce_loss(pos_score, neg_score, self.gbce_beta, valid)
         raise ValueError(f"neg_loss = {self.kind!r}: must be one of {', '.join(LOSSES)}")
 
 
@@ -56,23 +59,35 @@ def gbce_beta(t: float, sampling_rate: float) -> float:
     return 1.0 - t * (1.0 - sampling_rate)
 
 
-def bpr_loss(pos_score: Tensor, neg_score: Tensor) -> Tensor:
-    return -F.logsigmoid(pos_score.unsqueeze(1) - neg_score).mean()
+def _row_mean(values: Tensor, valid: Optional[Tensor]) -> Tensor:
+    """Each row's mean over its valid entries [B] (0 for a row without one)."""
+    if valid is None:
+        return values.mean(dim=1)
+    return (values * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
 
 
-def bce_loss(pos_score: Tensor, neg_score: Tensor) -> Tensor:
-    return -(F.logsigmoid(pos_score) + F.logsigmoid(-neg_score).mean(dim=1)).mean()
+def bpr_loss(pos_score: Tensor, neg_score: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    return _row_mean(-F.logsigmoid(pos_score.unsqueeze(1) - neg_score), valid).mean()
 
 
-def gbce_loss(pos_score: Tensor, neg_score: Tensor, beta: float) -> Tensor:
-    return -(beta * F.logsigmoid(pos_score) + F.logsigmoid(-neg_score).sum(dim=1)).mean()
+def bce_loss(pos_score: Tensor, neg_score: Tensor, valid: Optional[Tensor] = None) -> Tensor:
+    return -(F.logsigmoid(pos_score) + _row_mean(F.logsigmoid(-neg_score), valid)).mean()
+
+
+def gbce_loss(pos_score: Tensor, neg_score: Tensor, beta: float, valid: Optional[Tensor] = None) -> Tensor:
+    negatives = F.logsigmoid(-neg_score)
+    if valid is not None:
+        negatives = negatives * valid
+    return -(beta * F.logsigmoid(pos_score) + negatives.sum(dim=1)).mean()
 
 
 def sampled_softmax_loss(pos_score: Tensor, neg_score: Tensor, temperature: float = 1.0,
-                         neg_log_q: Optional[Tensor] = None) -> Tensor:
+                         neg_log_q: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Tensor:
     neg_logits = neg_score / temperature
     if neg_log_q is not None:
         neg_logits = neg_logits - neg_log_q
+    if valid is not None:
+        neg_logits = neg_logits.masked_fill(~valid, -math.inf)
     logits = torch.cat([(pos_score / temperature).unsqueeze(1), neg_logits], dim=1)
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 

@@ -135,6 +135,12 @@ MUTATIONS: list[Mutation] = [
         "GenNi's Q is its unnormalised score",
     ),
     Mutation(
+        "shared_negatives_unmasked", "recbole_mdcns/samplers/base.py",
+        "valid = ~self.exclusion.contains(batch, negatives.expand(batch.size, -1))", "valid = None",
+        ("tests/test_losses.py::test_shared_negatives_are_scored_by_every_row_and_masked_where_excluded",),
+        "a shared negative that is a row's own target or prefix item counts as its negative",
+    ),
+    Mutation(
         "layout_target_index_off_by_one", "recbole_mdcns/layout.py",
         "start[row] + column + 1)", "start[row] + column)",
         ("tests/test_layout.py::test_training_positions_are_each_users_longest_prefix",),

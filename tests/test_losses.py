@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import BATCH_ITEMS as N_ITEMS
-from conftest import make_batch, make_sampler
+from conftest import excluded_mask, make_batch, make_sampler
 from recbole_mdcns.config import Config
 from recbole_mdcns.losses import RankingLoss, gbce_beta, sampled_softmax_loss
 from recbole_mdcns.params import ConfigError
@@ -110,6 +110,7 @@ def test_the_reported_proposal_is_the_distribution_of_the_draws(name, keys):
     ({"sampler": "uniform", "neg_loss": "BPR", "neg_logq": True}, "applies to neg_loss SSM, not 'BPR'"),
     ({"sampler": "uniform", "neg_gbce_t": 1.5}, "neg_gbce_t = 1.5"),
     ({"sampler": "uniform", "neg_loss": "SSM", "neg_temperature": 0}, "neg_temperature = 0"),
+    ({"sampler": "DNS", "neg_shared": True}, "neg_shared = true: DNS's negatives depend on the row"),
 ])
 def test_loss_mistakes_are_reported_at_start_up(keys, message, tiny_config):
     with pytest.raises(ConfigError, match=message):
@@ -125,3 +126,35 @@ def test_every_sampler_trains_with_the_new_losses(sampler, loss, tiny_config):
             "neg_logq": loss == "SSM" and sampler in ("uniform", "GenNi")}
     result = run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)
     assert math.isfinite(result["best_valid_score"])
+
+
+@pytest.mark.parametrize("kind", ["BPR", "BCE", "SSM", "gBCE"])
+def test_a_masked_negative_does_not_count(kind):
+    """valid=False removes a negative from its row's loss, as if it had not been drawn."""
+    pos, neg = torch.tensor([0.3, -0.2]), torch.tensor([[0.5, -1.0, 9.0], [0.1, 0.2, -0.3]])
+    valid = torch.tensor([[True, True, False], [True, True, True]])
+    loss = RankingLoss(kind, temperature=0.7, gbce_beta=0.4)
+    masked = loss(pos, neg, valid=valid)
+    by_row = (loss(pos[:1], neg[:1, :2]) + loss(pos[1:], neg[1:])) / 2
+    assert masked.item() == pytest.approx(by_row.item(), rel=1e-6)
+
+
+def test_shared_negatives_are_scored_by_every_row_and_masked_where_excluded():
+    torch.manual_seed(0)
+    batch, dataset = make_batch()
+    sampler = make_sampler("uniform", dataset, neg_num=2, neg_shared=True)
+    free_for_row_0 = next(i for i in range(1, N_ITEMS + 1) if not excluded_mask(dataset, torch.tensor([[i]] * len(dataset.targets)))[0])
+    shared = torch.tensor([int(batch.pos_items[0]), free_for_row_0])
+    sampler.sample_shared = lambda b: (shared, torch.zeros(2))
+    valid = ~excluded_mask(dataset, shared.expand(batch.size, -1))  # the rows' own targets and prefixes
+    assert not valid[0, 0] and valid[0, 1] and valid.any(0).all()
+    expected = RankingLoss("BPR")(batch.pos_score(), batch.seq_emb @ batch.item_table[shared].T, valid=valid)
+    assert sampler.loss(batch).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "popularity"])
+def test_shared_negatives_train(sampler, tiny_config):
+    from recbole_mdcns import run_recbole_mdcns
+
+    keys = {**tiny_config, "sampler": sampler, "neg_loss": "SSM", "neg_num": 32, "neg_shared": True, "neg_logq": True}
+    assert math.isfinite(run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)["best_valid_score"])

@@ -38,6 +38,8 @@ SHARED_PARAMS = (
           minimum_exclusive=True),
     Param("neg_logq", bool, False, "SSM subtracts log Q of each negative, its proposal probability (uniform, "
           "popularity and GenNi know it)"),
+    Param("neg_shared", bool, False, "the K negatives are drawn once per batch and scored by every row as one "
+          "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity)"),
     Param("neg_gbce_t", float, 0.75, "gBCE's calibration t in [0, 1]: beta = 1 - t (1 - K / (N - 1)); 0 is BCE "
           "with summed negatives", minimum=0, maximum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
@@ -126,12 +128,14 @@ class NegativeSampler:
     params: ClassVar[tuple[Param, ...]] = ()
     uses_candidate_pool: ClassVar[bool] = False
     has_proposal: ClassVar[bool] = False  # implements sample_with_log_q (the logQ correction)
+    can_share: ClassVar[bool] = False  # implements sample_shared (neg_shared): its draw ignores the row
 
     def __init__(self, config: Any, dataset: Dataset):
         self.config = config
         self.neg_num: int = config["neg_num"]
         self.ranking_loss = RankingLoss.from_config(config, dataset.item_num - 1)
         self.log_q: bool = config["neg_logq"]
+        self.shared: bool = config["neg_shared"]
         self.candidate_num: int = config["neg_candidate_num"] if self.uses_candidate_pool else 0
         self.device = config["device"]
         self.n_items = dataset.item_num - 1  # ids 1..N; 0 is padding
@@ -163,16 +167,22 @@ class NegativeSampler:
 
     @classmethod
     def check_loss(cls, config: Any) -> list[str]:
-        """The logQ correction needs SSM and a sampler that knows its proposal."""
+        """Shared negatives need a sampler whose draw ignores the row; the logQ correction
+        needs SSM and a sampler that knows its proposal."""
+        problems = []
+        if config["neg_shared"] is True and not cls.can_share:
+            known = ", ".join(c.name for c in SAMPLERS.values() if c.can_share)
+            problems.append(f"neg_shared = true: {cls.name}'s negatives depend on the row; samplers that can share "
+                            f"theirs: {known} (GenNi shares its subsample with genni_item_ratio below 1)")
         if config["neg_logq"] is not True:  # false, or not a boolean (reported by its type check)
-            return []
+            return problems
         if config["neg_loss"] != "SSM":
-            return [f"neg_logq = true: the logQ correction applies to neg_loss SSM, not {config['neg_loss']!r}"]
+            return problems + [f"neg_logq = true: the logQ correction applies to neg_loss SSM, not {config['neg_loss']!r}"]
         if not cls.has_proposal:
             known = ", ".join(c.name for c in SAMPLERS.values() if c.has_proposal)
-            return [f"neg_logq = true: {cls.name} selects its negatives by their scores, so they have no proposal "
-                    f"probability to correct for; samplers with one: {known}"]
-        return []
+            return problems + [f"neg_logq = true: {cls.name} selects its negatives by their scores, so they have no "
+                               f"proposal probability to correct for; samplers with one: {known}"]
+        return problems
 
     @classmethod
     def co_trained_models(cls, config: Any) -> dict[str, str]:
@@ -226,6 +236,11 @@ class NegativeSampler:
         (samplers with `has_proposal`)."""
         raise NotImplementedError
 
+    def sample_shared(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """K ids [K] for the whole batch and the log of each one's proposal probability [K]
+        (samplers with `can_share`)."""
+        raise NotImplementedError
+
     def negative_embeddings(self, batch: EncodedBatch) -> Tensor:
         """Negative item embeddings [B, K, d], with gradient."""
         return batch.item_rows(self.sample(batch))
@@ -233,13 +248,19 @@ class NegativeSampler:
     def loss(self, batch: EncodedBatch, co_batches: Mapping[str, EncodedBatch] = NO_CO_BATCHES) -> Loss:
         """The training loss of one batch (a tuple is logged part by part), from self's
         encoding and, by name, those of the `co_trained` models."""
-        if self.log_q:
+        valid = None
+        if self.shared:
+            negatives, log_q = self.sample_shared(batch)
+            neg_score = batch.seq_emb @ batch.item_rows(negatives).T  # [B, K]: one product for the batch
+            valid = ~self.exclusion.contains(batch, negatives.expand(batch.size, -1))
+            log_q = log_q.expand_as(neg_score) if self.log_q else None
+        elif self.log_q:
             negatives, log_q = self.sample_with_log_q(batch)
             neg_score = batch.score(negatives)
         else:
             log_q, neg_score = None, batch.score_embeddings(self.negative_embeddings(batch))
         self.record("neg_score", neg_score.detach().mean())
-        return self.ranking_loss(batch.pos_score(), neg_score, log_q)
+        return self.ranking_loss(batch.pos_score(), neg_score, log_q, valid)
 
     def candidate_pool(self, batch: EncodedBatch, num: Optional[int] = None) -> Tensor:
         """`num` (default C) ids per row, uniform over the items not excluded for it: [B, num]."""

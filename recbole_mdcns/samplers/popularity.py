@@ -23,6 +23,7 @@ class PopularitySampler(NegativeSampler):
 
     params = (Param("popularity_alpha", float, 1.0, "probability proportional to count^alpha", minimum=0),)
     has_proposal = True
+    can_share = True
 
     def __init__(self, config: Any, dataset: Dataset):
         super().__init__(config, dataset)
@@ -32,6 +33,11 @@ class PopularitySampler(NegativeSampler):
         if weights.sum() == 0:  # alpha > 0 and no counts cannot happen on a real split
             weights[1:] = 1.0
         self.probs = (weights / weights.sum()).float().to(self.device)
+
+    def sample_shared(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """K ids with probability count^alpha, with replacement: Q = that probability."""
+        negatives = torch.multinomial(self.probs, self.neg_num, replacement=True)
+        return negatives, torch.log(self.probs[negatives])
 
     def sample_with_log_q(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
         """Q(j) = p_j / (1 - the row's excluded mass): the redraws sample p conditioned on

@@ -1,6 +1,8 @@
 """Uniform negatives: K ids uniform over the items not excluded for the row."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -11,6 +13,7 @@ from recbole_mdcns.scoring import EncodedBatch
 @register("uniform")
 class UniformSampler(NegativeSampler):
     has_proposal = True
+    can_share = True
 
     def sample(self, batch: EncodedBatch) -> Tensor:
         return self.candidate_pool(batch, self.neg_num)
@@ -20,3 +23,8 @@ class UniformSampler(NegativeSampler):
         negatives = self.sample(batch)
         log_q = -torch.log(self.exclusion.free(batch).float()).unsqueeze(1)
         return negatives, log_q.expand_as(negatives)
+
+    def sample_shared(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """K ids uniform over 1..N, with replacement: Q = 1 / N."""
+        negatives = torch.randint(1, self.n_items + 1, (self.neg_num,), device=self.device)
+        return negatives, torch.full((self.neg_num,), -math.log(self.n_items), device=self.device)
