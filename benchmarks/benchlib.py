@@ -2,6 +2,7 @@
 writes, mean ± std, re-running a script in a fresh process, a tensor-size probe."""
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -10,7 +11,7 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -104,3 +105,22 @@ class LargestTensor(TorchDispatchMode):
             if isinstance(t, torch.Tensor):
                 self.largest = max(self.largest, t.numel())
         return out
+
+
+def epoch_timer_parser(doc: str, name: str, repeats: int, out: str) -> argparse.ArgumentParser:
+    """The options shared by the epoch-timing scripts (`speed.py`, `layout_cost.py`)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=repeats, help=f"epochs timed per variant (default {repeats})")
+    parser.add_argument("--only", type=str, default=None, help="comma-separated variant names")
+    parser.add_argument("--out", type=str, default=out)
+    parser.add_argument("--render-only", action="store_true", help=f"only regenerate {name}.md")
+    parser.add_argument("--in-process", action="store_true", help="measure in this process (used per variant)")
+    return parser
+
+
+def machine_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """A table's closing `Machine: ...` lines, one per machine its rows ran on."""
+    lines: list[str] = []
+    for described in sorted({describe(row["machine"]) for row in rows}):
+        lines += ["", f"Machine: {described}"]
+    return lines

@@ -15,7 +15,6 @@ is a row. Lines go to `<out>/layout_cost.jsonl`; `<out>/layout_cost.md` is regen
 """
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -24,7 +23,8 @@ from typing import Any
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
-from benchmarks.benchlib import append_jsonl, describe, machine, read_jsonl, run_fresh, timestamp, write_markdown  # noqa: E402
+from benchmarks.benchlib import (  # noqa: E402
+    append_jsonl, epoch_timer_parser, machine, machine_lines, read_jsonl, run_fresh, timestamp, write_markdown)
 from benchmarks.quality_plan import DEFAULT_CONFIG, conversion_dir, dataset_location, load_plan  # noqa: E402
 from benchmarks.speed import time_epochs  # noqa: E402
 
@@ -52,19 +52,12 @@ def render(jsonl_path: str) -> str:
         ratio = f"{prefix['median_seconds'] / sequence['median_seconds']:.1f}x" if prefix and sequence else "–"
         runs = "/".join(str(len(row["epoch_seconds"])) for row in (prefix, sequence) if row)
         lines.append(f"| {name} | {cell(prefix)} | {cell(sequence)} | {ratio} | {runs} |")
-    for described in sorted({describe(row["machine"]) for row in latest.values()}):
-        lines += ["", f"Machine: {described}"]
+    lines += machine_lines(latest.values())
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=2, help="epochs timed per variant (default 2)")
-    parser.add_argument("--only", type=str, default=None, help="comma-separated variant names")
-    parser.add_argument("--out", type=str, default=os.path.join(REPO_ROOT, "benchmarks", "results"))
-    parser.add_argument("--render-only", action="store_true", help="only regenerate layout_cost.md")
-    parser.add_argument("--in-process", action="store_true", help="measure in this process (used per variant)")
-    args = parser.parse_args()
+    args = epoch_timer_parser(__doc__, "layout_cost", 2, os.path.join(REPO_ROOT, "benchmarks", "results")).parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config would read any --key=value left here
     only = args.only.split(",") if args.only else list(VARIANTS)
     unknown = sorted(set(only) - set(VARIANTS))

@@ -18,7 +18,7 @@ To add a variant (GenNi, DivNS, MDCNS, ...), add one row to `VARIANTS`.
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -30,7 +30,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from benchmarks.benchlib import (  # noqa: E402
-    append_jsonl, describe, machine, read_jsonl, run_fresh, timestamp, write_markdown)
+    append_jsonl, epoch_timer_parser, machine, machine_lines, read_jsonl, run_fresh, timestamp, write_markdown)
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
@@ -75,7 +75,8 @@ def time_epochs(config_dict: dict[str, Any], repeats: int, model: str = MODEL, d
     from recbole_mdcns.config import Config
     from recbole_mdcns import build_experiment
 
-    with tempfile.TemporaryDirectory() as checkpoints:
+    # in a scratch folder: RecBole writes its tensorboard logs relative to the working directory
+    with tempfile.TemporaryDirectory() as checkpoints, contextlib.chdir(checkpoints):
         overrides = {"seed": SEED, "checkpoint_dir": checkpoints, "show_progress": False, "gpu_id": ""}
         config = Config(model=model, dataset=dataset,
                         config_file_list=CONFIG_FILES if config_files is None else config_files,
@@ -125,19 +126,13 @@ def render(jsonl_path: str) -> str:
         selection_cell = f"{statistics.median(selection):.2f}" if selection else "–"
         lines.append(f"| {name} | {median:.2f} | {len(row['epoch_seconds'])} | {_ratio(median, ours)} "
                      f"| {_ratio(median, recbole)} | {selection_cell} |")
-    for described in sorted({describe(latest[name]["machine"]) for name in order}):
-        lines += ["", f"Machine: {described}"]
+    lines += machine_lines(latest[name] for name in order)
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="epochs timed per variant (default 3)")
-    parser.add_argument("--only", type=str, default=None, help="comma-separated variant names")
-    parser.add_argument("--out", type=str, default=os.path.join(REPO_ROOT, "benchmarks", "results"))
+    parser = epoch_timer_parser(__doc__, "speed", 3, os.path.join(REPO_ROOT, "benchmarks", "results"))
     parser.add_argument("--skip-done", action="store_true", help="skip variants already in speed.jsonl")
-    parser.add_argument("--render-only", action="store_true", help="only regenerate speed.md")
-    parser.add_argument("--in-process", action="store_true", help="measure in this process (used per variant)")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config would read any --key=value left here
 
