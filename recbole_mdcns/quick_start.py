@@ -152,6 +152,9 @@ def run_recbole_mdcns(
     run = build_experiment(config)
     logger.info(run.dataset)
     logger.info(run.model)
+    if run.sampler is not None:
+        logger.info(set_color("recbole-mdcns", "blue") + f": the sampler's neg_loss = {config['neg_loss']} trains "
+                    f"{config['model']}; its loss_fct above (loss_type {config['loss_type']}) is not used")
     if resume:
         run.trainer.resume_checkpoint(resume)
     best_valid_score, best_valid_result = run.trainer.fit(
@@ -163,6 +166,7 @@ def run_recbole_mdcns(
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
     result = {
+        "sampler": config["sampler"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,

@@ -31,7 +31,7 @@ from torch.nn.utils.clip_grad import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_mdcns import checkpoint
-from recbole_mdcns.config import startup_notes
+from recbole_mdcns.config import run_summary, startup_notes
 from recbole_mdcns.evaluation import HistoryMask
 from recbole_mdcns.history import add_target_index, is_longest_prefix, longest_prefix_dataset
 from recbole_mdcns.layout import check_layout
@@ -103,7 +103,10 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             names = [self.saved_model_file]
             torch.distributed.broadcast_object_list(names, src=0)
             self.saved_model_file = names[0]
-        for note in startup_notes(sampler.config) if sampler is not None else []:
+        trained = [type(model).__name__] + [f"its {name} {type(co.model).__name__}"
+                                            for name, co in (sampler.co_trained if sampler else {}).items()]
+        notes = startup_notes(sampler.config) if sampler is not None else []
+        for note in [run_summary(sampler.config if sampler else config, trained), *notes]:
             self.logger.info(set_color("recbole-mdcns", "blue") + f": {note}")
         # RecBole enables the scaler on CUDA only; torch's GradScaler also runs on CPU. One
         # scaler for the whole run (its scale adapts across steps), checkpointed with the rest.

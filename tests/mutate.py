@@ -271,6 +271,20 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_keys.py::test_a_typo_in_a_registered_samplers_key_is_reported",),
         "a misspelt plugin key passes silently",
     ),
+    Mutation(
+        "recbole_keys_unchecked", "recbole_mdcns/config.py",
+        "problems = validate_params(final, present) + _topk_problems(final.get(\"topk\"))",
+        "problems = []",
+        ("tests/test_cli.py::test_each_mistake_is_one_line_and_exit_2_with_nothing_written",),
+        "RecBole's own keys reach RecBole and torch unchecked (--learning_rate=abc fails deep in Adam)",
+    ),
+    Mutation(
+        "missing_dataset_unchecked", "recbole_mdcns/config.py",
+        "if not os.path.exists(path):",
+        "if False:",
+        ("tests/test_cli.py::test_each_mistake_is_one_line_and_exit_2_with_nothing_written",),
+        "a dataset that is nowhere gets RecBole's traceback",
+    ),
     # ----- evaluation -----
     Mutation(
         "eval_mask_without_the_prefix", "recbole_mdcns/evaluation.py",

@@ -154,3 +154,14 @@ def test_build_trainer_takes_the_configs_sampler_unless_told(tiny_config):
     assert type(trainer.sampler).__name__ == "DNSSampler" and trainer.sampler.top_m == 2
     trainer = build_trainer(run.config, run.model, run.train_data._dataset, sampler="uniform")
     assert type(trainer.sampler).__name__ == "UniformSampler"
+
+
+def test_the_run_summary_names_what_trains(tiny_config):
+    from recbole_mdcns.config import run_summary
+
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": "GenNi", "neg_num": 4, "neg_loss": "SSM"})
+    assert run_summary(config, ["SASRec"]) == ("trains SASRec with sampler GenNi: 4 negatives per row, neg_loss SSM; "
+                                               "train_layout prefix; device cpu")
+    none = Config("SASRec", config_dict={**tiny_config, "sampler": "none", "train_layout": "sequence"})
+    assert run_summary(none, ["SASRec"]) == ("trains SASRec with RecBole's own training (loss_type CE); "
+                                             "train_layout sequence; device cpu")

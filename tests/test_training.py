@@ -115,12 +115,12 @@ def test_run_script_on_the_command_line(data_root, tmp_path):
     cmd = [
         sys.executable, os.path.join(ROOT, "run_recbole_mdcns.py"), "--model=GRU4Rec", "--sampler=DNS",
         "--dataset=tiny", f"--data_path={data_root}", f"--checkpoint_dir={tmp_path}",
-        f"--config_files={os.path.join(ROOT, 'yaml', 'quick.yaml')}", "--epochs=1", "--neg_candidate_num=10",
+        "--config_files=quick", "--epochs=1", "--neg_candidate_num=10",
         "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    # the run trained and saved its model with the command line's keys over quick.yaml's
+    # the run trained and saved its model with the command line's keys over the quick config's
     (best,) = [p for p in glob.glob(str(tmp_path / "*.pth")) if "-resume" not in p]
     config = torch.load(best, weights_only=True)["config"]
     assert (config["model"], config["sampler"], config["dataset"]) == ("GRU4Rec", "DNS", "tiny")

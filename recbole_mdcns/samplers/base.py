@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import weakref
 from collections import defaultdict
 from dataclasses import dataclass
@@ -192,8 +193,13 @@ class NegativeSampler:
     @classmethod
     def validate(cls, config: Any) -> list[str]:
         """Type-check every key of this sampler in place (canonical types and spellings),
-        then its cross-key constraints; return every problem found."""
-        return validate_params(config, cls.all_params()) + cls.check_config(config) + cls.check_loss(config)
+        then its cross-key constraints, less those that name a key whose own value is wrong
+        (their message would only restate it); return every problem found."""
+        problems = validate_params(config, cls.all_params())
+        wrong = [p.key for p in cls.all_params() if any(problem.startswith((f"{p.key} = ", f"{p.key} is missing"))
+                                                        for problem in problems)]
+        cross = cls.check_config(config) + cls.check_loss(config)
+        return problems + [c for c in cross if not any(re.search(rf"\b{key}\b", c) for key in wrong)]
 
     @classmethod
     def build(cls, config: Any, dataset: Dataset, **keys: Any) -> "NegativeSampler":
