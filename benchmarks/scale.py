@@ -16,12 +16,16 @@ before it (the kernel's high-water mark, reset through /proc/self/clear_refs), a
 the largest tensor any operation of a step created (a TorchDispatchMode records
 every output), as a multiple of B*N: 1.0 or more means a [B, N] tensor. GenNi at
 rho = 1 scores the whole catalogue by request, in row chunks within genni_memory_mb.
+`CE` is RecBole's full softmax (`sampler: none`), beside uniform with K = 256 negatives and
+sampled softmax, per row and shared by the batch. A measurement that runs out of memory
+(torch's error, or the process killed) is recorded as that, not as a crash of the script.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +49,10 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "GenNi_rho0.01": {"sampler": "GenNi", "genni_item_ratio": 0.01},
     "DivNS": {"sampler": "DivNS"},
     "MDCNS": {"sampler": "MDCNS", "mdcns_peer_config": {"embedding_size": 64, "hidden_size": 64, "num_layers": 1}},
+    "uniform_k256_ssm": {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True},
+    "uniform_k256_ssm_shared": {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True,
+                                "neg_shared": True},
+    "CE": {"sampler": "none", "loss_type": "CE"},
 }
 CONFIG = {
     "hidden_size": 64, "inner_size": 128, "n_layers": 1, "n_heads": 2, "MAX_ITEM_LIST_LENGTH": 20,
@@ -86,7 +94,9 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
     from recbole_mdcns import build_experiment
 
     dataset = generate(data_root, n_items)
+    data_root = os.path.abspath(data_root)
     with tempfile.TemporaryDirectory() as checkpoints:
+        os.chdir(checkpoints)  # RecBole's log_tensorboard/ goes there, not into the repository
         config = Config("SASRec", dataset, config_dict={**CONFIG, **SAMPLERS[sampler], "data_path": data_root,
                                                         "checkpoint_dir": checkpoints})
         run = build_experiment(config)
@@ -98,19 +108,24 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
         def step() -> None:  # as the trainer's epoch steps one batch: every trained model
             trainer.train_step(next(batches).to(trainer.device))
 
-        step()  # warm-up: allocator, optimiser state
         seconds, peaks, largest = [], [], 0
-        for _ in range(STEPS):
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset the peak resident size (VmHWM)
-            before = _resident_kb("VmRSS:")
-            tracker = LargestTensor()
-            start = time.perf_counter()
-            with tracker:
-                step()
-            seconds.append(time.perf_counter() - start)
-            peaks.append((_resident_kb("VmHWM:") - before) / 1024)
-            largest = max(largest, tracker.largest)
+        try:
+            step()  # warm-up: allocator, optimiser state
+            for _ in range(STEPS):
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")  # reset the peak resident size (VmHWM)
+                before = _resident_kb("VmRSS:")
+                tracker = LargestTensor()
+                start = time.perf_counter()
+                with tracker:
+                    step()
+                seconds.append(time.perf_counter() - start)
+                peaks.append((_resident_kb("VmHWM:") - before) / 1024)
+                largest = max(largest, tracker.largest)
+        except RuntimeError as error:  # torch's "not enough memory" / "DefaultCPUAllocator: can't allocate"
+            if "memory" not in str(error).lower() and "allocate" not in str(error).lower():
+                raise
+            return out_of_memory(sampler, n_items, str(error).splitlines()[0])
     return {
         "sampler": sampler, "n_items": n_items, "batch": BATCH, "seconds": seconds,
         "median_seconds": statistics.median(seconds), "peak_mb": max(peaks),
@@ -118,6 +133,13 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
         "machine": machine(),
         "timestamp": timestamp(),
     }
+
+
+def out_of_memory(sampler: str, n_items: int, why: str) -> dict[str, Any]:
+    """The row of a measurement that did not fit in this machine's memory."""
+    return {"sampler": sampler, "n_items": n_items, "batch": BATCH, "out_of_memory": why,
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "machine": machine(), "timestamp": timestamp()}
 
 
 def render(jsonl: str) -> str:
@@ -137,7 +159,12 @@ def render(jsonl: str) -> str:
         cells = []
         for n in sizes:
             r = latest.get((sampler, n))
-            cells.append(f"{r['median_seconds']:.3f} / {r['peak_mb']:.0f} / {r['largest_over_BN']:.3f}" if r else "–")
+            if r is None:
+                cells.append("–")
+            elif "out_of_memory" in r:
+                cells.append(f"out of memory ({r['memory_gb']:.0f} GB)")
+            else:
+                cells.append(f"{r['median_seconds']:.3f} / {r['peak_mb']:.0f} / {r['largest_over_BN']:.3f}")
         if any(c != "–" for c in cells):
             lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
     machines = {describe(r["machine"]) for r in latest.values()}
@@ -158,7 +185,7 @@ def plot(jsonl: str, png: str) -> bool:
     latest = {(r["sampler"], r["n_items"]): r for r in read_jsonl(jsonl)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for sampler in SAMPLERS:
-        points = sorted((n, r) for (s, n), r in latest.items() if s == sampler)
+        points = sorted((n, r) for (s, n), r in latest.items() if s == sampler and "out_of_memory" not in r)
         if points:
             axes[0].plot([n for n, _ in points], [r["median_seconds"] for _, r in points], marker="o", label=sampler)
             axes[1].plot([n for n, _ in points], [r["peak_mb"] for _, r in points], marker="o", label=sampler)
@@ -184,6 +211,7 @@ def main() -> None:
     parser.add_argument("--child", type=str, default=None, help=argparse.SUPPRESS)  # "sampler:N", one measurement
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
+    args.out, args.data = os.path.abspath(args.out), os.path.abspath(args.data)  # a measurement changes folder
     jsonl = os.path.join(args.out, "scale.jsonl")
     os.makedirs(args.out, exist_ok=True)
 
@@ -198,8 +226,14 @@ def main() -> None:
         done = {(r["sampler"], r["n_items"]) for r in read_jsonl(jsonl)} if args.skip_done else set()
         for n in map(int, args.sizes.split(",")):
             for sampler in args.samplers.split(","):
-                if (sampler, n) not in done:
+                if (sampler, n) in done:
+                    continue
+                try:
                     run_fresh(__file__, "--child", f"{sampler}:{n}", "--out", args.out, "--data", args.data)
+                except subprocess.CalledProcessError as error:  # killed by the kernel's out-of-memory killer
+                    if error.returncode not in (-9, 137):
+                        raise
+                    append_jsonl(jsonl, out_of_memory(sampler, n, "the process was killed (SIGKILL)"))
     path = write_markdown(args.out, "scale", render)
     plot(jsonl, os.path.join(args.out, "scale.png"))
     print(f"wrote {path}")
