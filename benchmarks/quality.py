@@ -24,7 +24,7 @@ another config stay in the file and are left out of the tables (`quality_results
 `<plan's folder>/<plan's name>_results/` for any other. `<out>/quality.md` (mean ± std
 over seeds, `quality_report.py`) and, when matplotlib is installed, `quality_ndcg.png` and
 `quality_diagnostics.png` (`quality_plots.py`) are regenerated from the JSONL at the end;
-for the committed plan written to the default `<out>`, the README's copy of the tables
+for the committed plan written to the default `<out>`, benchmarks/README.md's copy of the tables
 (between its quality markers) too.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def run_in_workers(todo: list[Run], plan: dict[str, Any], args: argparse.Namespa
 
 
 def publish(plan: dict[str, Any], args: argparse.Namespace) -> None:
-    """Regenerate `<out>/quality.md` and the plots from the JSONL, and the README's copy of the
+    """Regenerate `<out>/quality.md` and the plots from the JSONL, and benchmarks/README.md's copy of the
     tables when the committed plan was written to the committed results."""
     os.makedirs(args.out, exist_ok=True)
     markdown_path = write_markdown(args.out, "quality", lambda path: render_plan(path, plan))

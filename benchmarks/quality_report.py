@@ -1,5 +1,5 @@
 """The quality benchmark's report: `quality.md` (a table per dataset and model, the
-superseded lines, the machines) and its copy in the top-level README."""
+superseded lines, the machines) and its copy in benchmarks/README.md."""
 from __future__ import annotations
 
 import os
@@ -14,7 +14,7 @@ REFERENCE = "uniform"  # the row the NDCG@10 ratio is taken against
 TABLE_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"), ("ndcg@20", "NDCG@20"), ("hit@20", "HR@20")]
 MASKED_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10")]
 RATIO_METRIC = "ndcg@10"
-README = os.path.join(REPO_ROOT, "README.md")
+README = os.path.join(REPO_ROOT, "benchmarks", "README.md")  # where the tables are copied
 README_START = "<!-- quality tables: written by benchmarks/quality.py from benchmarks/results/quality.md -->"
 README_END = "<!-- end of quality tables -->"
 
@@ -51,7 +51,7 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
         *first_four,
         "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
         f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
-        "is training time alone, per machine (listed at the end; a row's seeds may come from",
+        "is a run's median training time of an epoch, per machine (listed at the end; a row's seeds may come from",
         "different machines). `at cap` counts the runs that the epoch cap ended before early stopping",
         "did (their best valid epoch among the last few): their figures may be lower bounds. Written",
         "by `benchmarks/quality.py` from `quality.jsonl`.",
@@ -118,12 +118,20 @@ def _machine_name(row: Row) -> str:
     return describe(row["machine"]) if row.get("machine") else "not recorded"
 
 
+def seconds_per_epoch(row: Row) -> Optional[float]:
+    """A run's median training seconds per epoch (robust to a pause of the machine), from its
+    epochs where it recorded them, else the figure it recorded."""
+    epochs = [e["train_seconds"] for e in row.get("per_epoch") or []]
+    return statistics.median(epochs) if epochs else row.get("seconds_per_epoch")
+
+
 def _speeds_by_machine(runs: list[Row], machines: dict[str, str]) -> str:
-    """Mean training seconds per epoch, one figure per machine: `30.5 (A); 4.1 (B)`."""
+    """Mean over runs of their median training seconds per epoch, one figure per machine:
+    `30.5 (A); 4.1 (B)`."""
     by_machine: dict[str, list[float]] = {}
     for r in runs:
-        if r.get("seconds_per_epoch") is not None:
-            by_machine.setdefault(machines[_machine_name(r)], []).append(r["seconds_per_epoch"])
+        if seconds_per_epoch(r) is not None:
+            by_machine.setdefault(machines[_machine_name(r)], []).append(seconds_per_epoch(r))
     return "; ".join(f"{statistics.mean(v):.1f} ({m})" for m, v in sorted(by_machine.items())) or "–"
 
 

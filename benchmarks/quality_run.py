@@ -157,7 +157,7 @@ def execute(run: Run, base_config: dict[str, Any], data_path: str, folder: str) 
         "test_masked": test_masked,
         "threads": torch.get_num_threads(),
         "epochs_run": len(epochs),
-        "seconds_per_epoch": statistics.mean(e["train_seconds"] for e in epochs) if epochs else None,
+        "seconds_per_epoch": statistics.median(e["train_seconds"] for e in epochs) if epochs else None,
         "resumed_from": resumed_from,
         "per_epoch": epochs,
         "config": plain(dict(config.final_config_dict)),
@@ -179,7 +179,12 @@ def run_and_record(run: Run, plan: dict[str, Any], signature: dict[str, Any], da
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return None
-        row = execute(run, plan["base_config"], data_path, folder)
+        cwd = os.getcwd()
+        os.chdir(folder)  # RecBole's log_tensorboard/ lands in the run's folder, removed with it
+        try:
+            row = execute(run, plan["base_config"], os.path.join(cwd, data_path), folder)
+        finally:
+            os.chdir(cwd)
         row.update(machine=machine(), concurrent_runs=jobs, timestamp=timestamp())
         append_jsonl(os.path.join(out, JSONL), row)
         shutil.rmtree(folder)

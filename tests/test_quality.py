@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -397,6 +398,7 @@ def test_what_a_line_lacks_or_where_it_ran_is_not_held_against_it(tmp_path, data
     assert [(row_key(row), why) for row, why in superseded] == [(dns.key, "neg_candidate_num None")]
 
     moved = yaml.safe_load(yaml.safe_dump(plan))
+    shutil.copytree(data_root / "tiny", tmp_path / "elsewhere" / "tiny")  # the same data, in another folder
     moved["datasets"]["tiny"] = {"data_path": str(tmp_path / "elsewhere")}
     for run in planned_runs(plan):
         assert signature(run, moved) == signature(run, plan)
@@ -404,7 +406,7 @@ def test_what_a_line_lacks_or_where_it_ran_is_not_held_against_it(tmp_path, data
 
 def _committed_files() -> dict[str, bytes]:
     paths = [os.path.join(DEFAULT_OUT, name) for name in sorted(os.listdir(DEFAULT_OUT))]
-    paths = [p for p in paths if os.path.isfile(p)] + [str(REPO_ROOT / "README.md")]
+    paths = [p for p in paths if os.path.isfile(p)] + [str(REPO_ROOT / "README.md"), str(REPO_ROOT / "benchmarks" / "README.md")]
     return {path: Path(path).read_bytes() for path in paths}
 
 
