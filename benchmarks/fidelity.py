@@ -4,7 +4,7 @@
     python benchmarks/fidelity.py --seeds 2020 --epochs 1 --out /tmp/fidelity
     python benchmarks/fidelity.py --render-only      # rewrite fidelity.md from fidelity.jsonl
 
-SASRec on ml-100k with `yaml/quick.yaml`, trained and tested by `run_recbole_mdcns`
+SASRec on ml-100k with the packaged `quick` config, trained and tested by `run_recbole_mdcns`
 (early stopping on valid NDCG@10, test with the best checkpoint). Each (variant, seed)
 appends one JSON line to `<out>/fidelity.jsonl` and is skipped when already there, so
 an interrupted run resumes. `<out>/fidelity.md` gives, per variant, the mean and
@@ -28,7 +28,7 @@ from benchmarks.benchlib import append_jsonl, mean_std, read_jsonl, write_markdo
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
-CONFIG_FILES = [os.path.join(REPO_ROOT, "yaml", "quick.yaml")]
+CONFIG_FILES = ["quick"]  # recbole_mdcns/yaml/quick.yaml
 OURS, RECBOLE = "ours_uniform_bpr", "recbole_uniform_bpr"
 VARIANTS: dict[str, dict[str, Any]] = {
     OURS: {"sampler": "uniform", "neg_loss": "BPR"},
@@ -64,7 +64,7 @@ def render(jsonl_path: str) -> str:
     for row in read_jsonl(jsonl_path):
         latest[(row["variant"], row["seed"])] = row
     lines = [
-        f"# Fidelity: {MODEL} on {DATASET}, yaml/quick.yaml, uniform BPR",
+        f"# Fidelity: {MODEL} on {DATASET}, quick config, uniform BPR",
         "",
         "Test metrics, mean ± standard deviation over seeds.",
         "",

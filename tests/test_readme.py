@@ -1,4 +1,4 @@
-"""The README quotes the committed benchmark outputs and only them."""
+"""The READMEs quote the committed benchmark outputs and only them."""
 from __future__ import annotations
 
 import os
@@ -7,16 +7,36 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+RESULT_TABLES = [os.path.join(ROOT, "benchmarks", "results", name)
+                 for name in sorted(os.listdir(os.path.join(ROOT, "benchmarks", "results"))) if name.endswith(".md")]
+RESULT_TABLES.append(os.path.join(ROOT, "benchmarks", "anchors_results", "quality.md"))
+
+
+def read(*path: str) -> str:
+    with open(os.path.join(ROOT, *path), encoding="utf-8") as f:
+        return f.read()
+
+
 def test_readme_tables_are_the_committed_benchmark_outputs():
-    results = os.path.join(ROOT, "benchmarks", "results")
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        readme = set(f.read().splitlines())
-    tables = [os.path.join(results, name) for name in sorted(os.listdir(results)) if name.endswith(".md")]
-    tables.append(os.path.join(ROOT, "benchmarks", "anchors_results", "quality.md"))
-    for path in tables:
+    quoted = set(read("README.md").splitlines()) | set(read("benchmarks", "README.md").splitlines())
+    for path in RESULT_TABLES:
         with open(path, encoding="utf-8") as f:
             rows = [line for line in f.read().splitlines() if line.startswith("| ") and "---" not in line]
-        assert rows and set(rows) <= readme, path
+        assert rows and set(rows) <= quoted, path
+
+
+def test_the_first_run_is_recorded_in_the_readme_beside_its_command():
+    section = read("README.md").split("\n## First run")[1].split("\n## ")[0]
+    rows = [line for line in read("benchmarks", "results", "first_run.md").splitlines() if line.startswith("| ")]
+    assert rows and all(row in section for row in rows)
+
+
+def test_the_readme_summary_quotes_only_committed_figures():
+    summary = read("README.md").split("<!-- summary:")[1].split("\n\n")[0]
+    committed = "\n".join(read(path) for path in RESULT_TABLES)
+    figures = set(re.findall(r"\d+\.\d+", summary))
+    assert len(figures) > 10
+    assert {f for f in figures if f not in committed} <= MDCNS_PAPER_NDCG10 | {"0.0390"}, "not in a results file"
 
 
 # MDCNS's paper (../shared/methods.md, Beauty, SASRec): uniform, DNS+, best other
@@ -26,9 +46,7 @@ MDCNS_PAPER_NDCG10 = {"0.0347", "0.0425", "0.0497", "0.0685", "0.0573", "0.0510"
 
 def test_real_data_reading_quotes_only_committed_numbers():
     """Every NDCG/HR figure in the reading below the tables is in quality.md, a published anchor or the paper."""
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        readme = f.read()
-    reading = readme.split("<!-- end of quality tables -->")[1].split("\n### ")[0]
+    reading = read("benchmarks", "README.md").split("<!-- end of quality tables -->")[1].split("\n### ")[0]
     sources = [os.path.join(ROOT, "benchmarks", "results", "quality.md"), os.path.join(ROOT, "benchmarks", "quality.yaml")]
     known = set(MDCNS_PAPER_NDCG10)
     for path in sources:
