@@ -1,6 +1,6 @@
 """Tune sampler (and any other) keys with RecBole's HyperTuning, as RecBole's run_hyper.py.
 
-    python run_hyper_mdcns.py --config_files=quick --params_file=yaml/hyper/mdcns.hyper \\
+    python run_hyper_mdcns.py --model=SASRec --dataset=ml-100k --config_files=quick --params_file=yaml/hyper/mdcns.hyper \\
         --output_file=hyper_mdcns.result --algo=exhaustive
 
 A params file has one key a line: `name choice [v1,v2,...]`, `name uniform low,high`,

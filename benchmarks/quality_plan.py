@@ -215,9 +215,12 @@ def signature(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
     also reads `--key=value` from sys.argv: callers clear it first)."""
     from recbole_mdcns.config import Config
 
+    class PlannedConfig(Config):
+        requires_data = False  # a signature of a run whose data need not be converted yet
+
     location = dataset_location(run.dataset, plan["datasets"][run.dataset], conversion_dir(plan), convert_now=False)
-    config = Config(model=run.model, dataset=run.dataset,
-                    config_dict=config_dict(run, plan["base_config"], location))
+    config = PlannedConfig(model=run.model, dataset=run.dataset,
+                           config_dict=config_dict(run, plan["base_config"], location))
     effective = normalised(dict(config.final_config_dict))
     return {k: v for k, v in effective.items() if k not in PLACE_KEYS}
 
