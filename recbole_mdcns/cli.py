@@ -70,12 +70,15 @@ def check_command(args: argparse.Namespace, extra: list[str]) -> list[str]:
     return problems
 
 
+def config_files(args: argparse.Namespace) -> Optional[list[str]]:
+    return args.config_files.split() if args.config_files else None
+
+
 def run_one(args: argparse.Namespace, sampler: Optional[str]) -> dict[str, Any]:
     """Train and test one sampler; its result with the sampler's name and the wall seconds."""
     start = time.perf_counter()
     result = run(
-        model=args.model, dataset=args.dataset,
-        config_file_list=args.config_files.split() if args.config_files else None,
+        model=args.model, dataset=args.dataset, config_file_list=config_files(args),
         config_dict={"sampler": sampler} if sampler else None,
         nproc=args.nproc, world_size=args.world_size, ip=args.ip, port=args.port,
         group_offset=args.group_offset, resume=args.resume,
@@ -103,8 +106,7 @@ def main() -> int:
         if problems:
             raise ConfigError(problems)
         if args.baseline:  # the baseline's mistakes, before the first run trains
-            Config(args.model, args.dataset, args.config_files.split() if args.config_files else None,
-                   {"sampler": args.baseline})
+            Config(args.model, args.dataset, config_files(args), {"sampler": args.baseline})
         runs = [run_one(args, args.sampler)]
         if args.baseline:
             runs.append(run_one(args, args.baseline))
