@@ -285,6 +285,35 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_cli.py::test_each_mistake_is_one_line_and_exit_2_with_nothing_written",),
         "a dataset that is nowhere gets RecBole's traceback",
     ),
+    # ----- MixGCF, AHNS -----
+    Mutation(
+        "mixgcf_alpha_swapped", "recbole_mdcns/samplers/mixgcf.py",
+        "return alpha * batch.item_rows(batch.pos_items).unsqueeze(1) + (1 - alpha) * batch.item_rows(chosen)",
+        "return (1 - alpha) * batch.item_rows(batch.pos_items).unsqueeze(1) + alpha * batch.item_rows(chosen)",
+        ("tests/test_baselines.py",),
+        "MixGCF weighs the target by 1 - alpha and the candidate by alpha",
+    ),
+    Mutation(
+        "mixgcf_mixes_the_lowest_scored", "recbole_mdcns/samplers/mixgcf.py",
+        "draw_top_m(batch.score_detached(candidates), self.top_m, self.neg_num)",
+        "draw_top_m(-batch.score_detached(candidates), self.top_m, self.neg_num)",
+        ("tests/test_baselines.py",),
+        "MixGCF mixes the lowest-scored candidates instead of DNS's choice",
+    ),
+    Mutation(
+        "ahns_exponent_p", "recbole_mdcns/samplers/ahns.py",
+        "return self.beta * (pos_score + self.alpha) ** (self.p + 1)",
+        "return self.beta * (pos_score + self.alpha) ** self.p",
+        ("tests/test_baselines.py",),
+        "AHNS's target uses base^p instead of base^(p + 1)",
+    ),
+    Mutation(
+        "ahns_farthest", "recbole_mdcns/samplers/ahns.py",
+        "return distance.topk(num, dim=1, largest=False).indices",
+        "return distance.topk(num, dim=1, largest=True).indices",
+        ("tests/test_baselines.py",),
+        "AHNS picks the candidates farthest from its target",
+    ),
     # ----- evaluation -----
     Mutation(
         "eval_mask_without_the_prefix", "recbole_mdcns/evaluation.py",

@@ -10,8 +10,11 @@ from recbole_mdcns.samplers.dns import DNSSampler  # isort: skip
 from recbole_mdcns.samplers.genni import GenNiSampler  # isort: skip
 from recbole_mdcns.samplers.divns import DivNSSampler  # isort: skip
 from recbole_mdcns.samplers.mdcns import MDCNSSampler  # isort: skip
+from recbole_mdcns.samplers.mixgcf import MixGCFSampler  # isort: skip
+from recbole_mdcns.samplers.ahns import AHNSSampler  # isort: skip
 
 __all__ = [
     "NegativeSampler", "CoTrained", "SAMPLERS", "register", "sampler_class", "sampler_names",
     "UniformSampler", "PopularitySampler", "DNSSampler", "GenNiSampler", "DivNSSampler", "MDCNSSampler",
+    "MixGCFSampler", "AHNSSampler",
 ]
