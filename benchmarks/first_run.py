@@ -5,14 +5,16 @@
 
 The command runs in a fresh process from an empty temporary folder (its log/, saved/ and
 log_tensorboard/ land there), with the machine's default torch threads. Each run appends one
-JSON line (the command, its wall seconds, the JSON line it printed, the machine) to
-`<out>/first_run.jsonl`; `<out>/first_run.md` is the latest run's table.
+JSON line (the command, its wall seconds, the JSON line it printed, the Python and the
+machine) to `<out>/first_run.jsonl`; `<out>/first_run.md` tables the latest run of each
+Python version (run the script with each version's interpreter).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import platform
 import shlex
 import subprocess
 import sys
@@ -44,27 +46,30 @@ def run() -> dict[str, Any]:
         out = subprocess.run(argv, cwd=folder, capture_output=True, text=True, check=True)
         seconds = time.perf_counter() - start
     return {"command": " ".join(command), "seconds": round(seconds, 1), "result": json.loads(out.stdout),
-            "machine": machine(), "torch_threads": __import__("torch").get_num_threads(), "time": timestamp()}
+            "python": platform.python_version(), "machine": machine(),
+            "torch_threads": __import__("torch").get_num_threads(), "time": timestamp()}
 
 
 def render(path: str) -> str:
-    row = read_jsonl(path)[-1]
-    runs = row["result"]["runs"]
-    metrics = list(runs[0]["test_result"])
+    latest = {row.get("python", "3.11.7"): row for row in read_jsonl(path)}  # lines before the field ran 3.11.7
+    rows = [latest[version] for version in sorted(latest)]
+    metrics = list(rows[0]["result"]["runs"][0]["test_result"])
+    totals = ", ".join(f"{row['seconds']:.0f} s on Python {version}" for version, row in sorted(latest.items()))
     lines = [
         "# The README's first run",
         "",
-        f"`{row['command']}`, from an empty folder, {row['torch_threads']} torch threads; written by",
-        "`benchmarks/first_run.py` from `first_run.jsonl` (its latest line). `seconds`: each run's",
-        "wall time, data loading included; the whole command took "
-        f"{row['seconds']:.0f} s.",
+        f"`{rows[0]['command']}`, from an empty folder, the machine's default torch threads; written by",
+        "`benchmarks/first_run.py` from `first_run.jsonl` (the latest line of each Python). `seconds`:",
+        f"each run's wall time, data loading included; the whole command took {totals}.",
         "",
-        "| sampler | " + " | ".join(f"test {m}" for m in metrics) + " | seconds |",
-        "|---|" + "---:|" * (len(metrics) + 1),
+        "| Python | torch | sampler | " + " | ".join(f"test {m}" for m in metrics) + " | seconds |",
+        "|---|---|---|" + "---:|" * (len(metrics) + 1),
     ]
-    lines += [f"| {r['sampler']} | " + " | ".join(f"{r['test_result'][m]:.4f}" for m in metrics) + f" | {r['seconds']:.0f} |"
-              for r in runs]
-    return "\n".join(lines + ["", f"Machine: {describe(row['machine'])}"]) + "\n"
+    for row in rows:
+        for run in row["result"]["runs"]:
+            lines.append(f"| {row.get('python', '3.11.7')} | {row['machine']['torch']} | {run['sampler']} | "
+                         + " | ".join(f"{run['test_result'][m]:.4f}" for m in metrics) + f" | {run['seconds']:.0f} |")
+    return "\n".join(lines + ["", f"Machine: {describe(rows[0]['machine'])}"]) + "\n"
 
 
 def main() -> None:

@@ -49,6 +49,8 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "GenNi_rho0.01": {"sampler": "GenNi", "genni_item_ratio": 0.01},
     "DivNS": {"sampler": "DivNS"},
     "MDCNS": {"sampler": "MDCNS", "mdcns_peer_config": {"embedding_size": 64, "hidden_size": 64, "num_layers": 1}},
+    "MixGCF": {"sampler": "MixGCF"},
+    "AHNS": {"sampler": "AHNS"},
     "uniform_k256_ssm": {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True},
     "uniform_k256_ssm_shared": {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True,
                                 "neg_shared": True},

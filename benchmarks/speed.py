@@ -58,6 +58,8 @@ VARIANTS: list[tuple[str, dict[str, Any], Optional[int]]] = [
     ("genni_rho0.1", {"sampler": "GenNi", "genni_item_ratio": 0.1}, None),
     ("divns", {"sampler": "DivNS"}, None),
     ("mdcns", {"sampler": "MDCNS", "mdcns_top_m": 1}, None),  # SASRec self, GRU4Rec peer (quick's sizes)
+    ("mixgcf_c100", {"sampler": "MixGCF", "neg_candidate_num": 100}, None),
+    ("ahns_c32", {"sampler": "AHNS", "neg_candidate_num": 32}, None),
     # many negatives: K = 256 per row, and K = 256 shared by the batch (one [B, K] product)
     ("uniform_k256_ssm", {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True}, None),
     ("uniform_k256_ssm_shared", {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True,
