@@ -32,8 +32,8 @@ MISTAKES = [
     (["--dataset=doesnotexist"], "dataset = 'doesnotexist': no folder dataset/doesnotexist (data_path + dataset) and "
                                  "not a dataset RecBole downloads"),
     (["--model=Foo"], "model = 'Foo' is not a RecBole model"),
-    (["--sampler=foo"], "sampler = 'foo' is unknown; valid samplers: none, DivNS"),
-    (["--baseline=foo"], "sampler = 'foo' is unknown; valid samplers: none, DivNS"),
+    (["--sampler=foo"], "sampler = 'foo' is unknown; valid samplers: none, AHNS, DivNS, DNS"),
+    (["--baseline=foo"], "sampler = 'foo' is unknown; valid samplers: none, AHNS, DivNS, DNS"),
     (["--config_files=nope.yaml"], "config file 'nope.yaml' not found: give a yaml file's path or a packaged config (quick)"),
     (["--epochs", "5"], "'--epochs 5': write RecBole keys as --epochs=5"),
     (["-x"], "argument '-x': write RecBole keys as --key=value"),
