@@ -31,6 +31,7 @@ MISTAKES = [
     (["--topk=[10,0]"], "topk = [10, 0]: must be a positive integer or a list of them"),
     (["--dataset=doesnotexist"], "dataset = 'doesnotexist': no folder dataset/doesnotexist (data_path + dataset) and "
                                  "not a dataset RecBole downloads"),
+    (["--dataset=tiny", "--data_path=/nonexistent"], "dataset = 'tiny': no folder /nonexistent/tiny (data_path + dataset)"),
     (["--model=Foo"], "model = 'Foo' is not a RecBole model"),
     (["--sampler=foo"], "sampler = 'foo' is unknown; valid samplers: none, AHNS, DivNS, DNS"),
     (["--baseline=foo"], "sampler = 'foo' is unknown; valid samplers: none, AHNS, DivNS, DNS"),
