@@ -60,7 +60,8 @@ def test_mixgcf_gradient_reaches_the_target_and_the_chosen_candidate_only():
     torch.manual_seed(4)
     batch, dataset = make_batch()
     table = batch.item_table.clone().requires_grad_(True)
-    batch = EncodedBatch(**{**batch.__dict__, "item_table": table})
+    seq_emb = batch.seq_emb.clone().requires_grad_(True)
+    batch = EncodedBatch(**{**batch.__dict__, "item_table": table, "seq_emb": seq_emb})
     sampler = make_sampler("MixGCF", dataset, mixgcf_top_m=1)
     candidates = sampler.exclusion.draw(batch, 50)
     fixed_pool(sampler, candidates)
@@ -73,6 +74,7 @@ def test_mixgcf_gradient_reaches_the_target_and_the_chosen_candidate_only():
     used[batch.pos_items] = True
     used[chosen.flatten()] = True
     assert torch.equal(touched, used)  # unselected candidates get no gradient
+    assert (seq_emb.grad.abs().sum(1) > 0).all()  # and every row's sequence does
 
 
 # ----- AHNS ---------------------------------------------------------------------------
@@ -102,6 +104,14 @@ def test_ahns_picks_the_candidate_closest_to_its_target(p, pos_score):
     sampler = ahns(ahns_p=p)
     fixed_pool(sampler, candidates)
     assert sampler.sample(batch).tolist() == [[3]]
+
+
+@pytest.mark.parametrize("pos_score", [1.0, 7.0])
+def test_ahns_with_p_minus_one_the_target_is_beta_whatever_the_positive(pos_score):
+    batch, candidates = scored_batch([pos_score], [0.02, 0.09, 0.3, 2.0])  # t = 0.1: 0.09 is closest
+    sampler = ahns(ahns_p=-1)
+    fixed_pool(sampler, candidates)
+    assert sampler.sample(batch).tolist() == [[2]]
 
 
 @pytest.mark.parametrize("p, alpha, beta, expected", [(-2, 1.0, 0.1, 2), (-3, 1.0, 0.1, 1), (-2, 3.0, 0.2, 2),
@@ -137,10 +147,10 @@ def test_ahns_k_closest_are_distinct_and_the_closest():
 
 
 def test_ahns_target_at_the_pole_takes_the_highest_score():
-    batch, candidates = scored_batch([-1.0], [2.0, 0.3, 0.06, -1.0])  # s+ + alpha = 0: t = beta / 0
+    batch, candidates = scored_batch([-1.0], [0.3, 2.0, 0.06, -1.0])  # s+ + alpha = 0: t = beta / 0
     sampler = ahns()
     fixed_pool(sampler, candidates)
-    assert sampler.sample(batch).tolist() == [[1]]
+    assert sampler.sample(batch).tolist() == [[2]]  # the highest score, not the pool's first (the authors' code)
 
 
 def test_ahns_draws_no_excluded_item():
