@@ -18,7 +18,8 @@ every output), as a multiple of B*N: 1.0 or more means a [B, N] tensor. GenNi at
 rho = 1 scores the whole catalogue by request, in row chunks within genni_memory_mb.
 `CE` is RecBole's full softmax (`sampler: none`), beside uniform with K = 256 negatives and
 sampled softmax, per row and shared by the batch. A measurement that runs out of memory
-(torch's error, or the process killed) is recorded as that, not as a crash of the script.
+(torch's error, or the process killed) is recorded as that, not as a crash of the script;
+so is a start-up refusal of a documented cap (GNNO's `gnno_graph_mb`).
 """
 from __future__ import annotations
 
@@ -51,6 +52,9 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     "MDCNS": {"sampler": "MDCNS", "mdcns_peer_config": {"embedding_size": 64, "hidden_size": 64, "num_layers": 1}},
     "MixGCF": {"sampler": "MixGCF"},
     "AHNS": {"sampler": "AHNS"},
+    "SRNS": {"sampler": "SRNS"},
+    "AdaSIR": {"sampler": "AdaSIR"},
+    "GNNO": {"sampler": "GNNO"},
     "uniform_k256_ssm": {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True},
     "uniform_k256_ssm_shared": {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True,
                                 "neg_shared": True},
@@ -90,10 +94,32 @@ def _resident_kb(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
+def held_mb(sampler: Any) -> float:
+    """MB of the tensors a sampler holds between steps (exclusion sets, per-row state,
+    GNNO's graph), found through the attributes of the plugin's own objects; each storage once."""
+    import torch
+
+    storages, todo, seen = {}, [sampler], set()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.Tensor):
+            storages[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
+        elif isinstance(obj, dict):
+            todo += list(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            todo += list(obj)
+        elif type(obj).__module__.startswith("recbole_mdcns") and hasattr(obj, "__dict__"):
+            todo += list(vars(obj).values())
+    return sum(storages.values()) / 2**20
+
+
 def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
     """Time, peak memory and largest tensor of one training step (this process)."""
     from recbole_mdcns.config import Config
-    from recbole_mdcns import build_experiment
+    from recbole_mdcns import ConfigError, build_experiment
 
     dataset = generate(data_root, n_items)
     data_root = os.path.abspath(data_root)
@@ -101,7 +127,11 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
         os.chdir(checkpoints)  # RecBole's log_tensorboard/ goes there, not into the repository
         config = Config("SASRec", dataset, config_dict={**CONFIG, **SAMPLERS[sampler], "data_path": data_root,
                                                         "checkpoint_dir": checkpoints})
-        run = build_experiment(config)
+        try:
+            run = build_experiment(config)
+        except ConfigError as error:  # a documented cap (GNNO's gnno_graph_mb): its message is the result
+            return {"sampler": sampler, "n_items": n_items, "batch": BATCH, "refused": error.problems[0],
+                    "machine": machine(), "timestamp": timestamp()}
         trainer, train_data = run.trainer, run.train_data
         batches = iter(train_data)
         for part in trainer.trained.values():  # the model and any co-trained one (MDCNS's peer)
@@ -132,6 +162,7 @@ def measure(sampler: str, n_items: int, data_root: str) -> dict[str, Any]:
         "sampler": sampler, "n_items": n_items, "batch": BATCH, "seconds": seconds,
         "median_seconds": statistics.median(seconds), "peak_mb": max(peaks),
         "largest_tensor": largest, "largest_over_BN": largest / (BATCH * n_items),
+        "held_mb": held_mb(run.sampler) if run.sampler is not None else 0.0,
         "machine": machine(),
         "timestamp": timestamp(),
     }
@@ -152,9 +183,11 @@ def render(jsonl: str) -> str:
         "# Cost per training batch against catalogue size (SASRec, batch 1024, CPU)",
         "",
         "Median seconds of a training step; peak MB above the memory before the step; the largest",
-        "tensor a step created, as a multiple of B*N (>= 1 would be a [B, N] tensor).",
+        "tensor a step created, as a multiple of B*N (>= 1 would be a [B, N] tensor); the MB of",
+        "tensors the sampler holds between steps (exclusion sets, per-row state, GNNO's graph;",
+        "measured since the stateful samplers came, – before).",
         "",
-        "| sampler | " + " | ".join(f"N={n:,} s / MB / max÷BN" for n in sizes) + " |",
+        "| sampler | " + " | ".join(f"N={n:,} s / MB / max÷BN / held MB" for n in sizes) + " |",
         "|---|" + "---:|" * len(sizes),
     ]
     for sampler in SAMPLERS:
@@ -165,10 +198,15 @@ def render(jsonl: str) -> str:
                 cells.append("–")
             elif "out_of_memory" in r:
                 cells.append(f"out of memory ({r['memory_gb']:.0f} GB)")
+            elif "refused" in r:
+                cells.append("refused at start-up (cap)")
             else:
-                cells.append(f"{r['median_seconds']:.3f} / {r['peak_mb']:.0f} / {r['largest_over_BN']:.3f}")
+                held = f"{r['held_mb']:.0f}" if "held_mb" in r else "–"
+                cells.append(f"{r['median_seconds']:.3f} / {r['peak_mb']:.0f} / {r['largest_over_BN']:.3f} / {held}")
         if any(c != "–" for c in cells):
             lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    refused = [f"Refused: {s} at N={n:,}: {r['refused']}" for (s, n), r in latest.items() if "refused" in r]
+    lines += ["", *refused] if refused else []
     machines = {describe(r["machine"]) for r in latest.values()}
     lines += ["", "Machine: " + "; ".join(sorted(machines))] if machines else []
     return "\n".join(lines) + "\n"
@@ -187,7 +225,8 @@ def plot(jsonl: str, png: str) -> bool:
     latest = {(r["sampler"], r["n_items"]): r for r in read_jsonl(jsonl)}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for sampler in SAMPLERS:
-        points = sorted((n, r) for (s, n), r in latest.items() if s == sampler and "out_of_memory" not in r)
+        points = sorted((n, r) for (s, n), r in latest.items()
+                        if s == sampler and "out_of_memory" not in r and "refused" not in r)
         if points:
             axes[0].plot([n for n, _ in points], [r["median_seconds"] for _, r in points], marker="o", label=sampler)
             axes[1].plot([n for n, _ in points], [r["peak_mb"] for _, r in points], marker="o", label=sampler)

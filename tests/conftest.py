@@ -180,6 +180,7 @@ def make_batch(seed: int = 0) -> tuple[EncodedBatch, FakeDataset]:
 def make_sampler(name: str, dataset: FakeDataset, **keys):
     """Sampler `name` on `dataset` with the shared keys (BPR, K = 1, C = 50, history) over `keys`."""
     config = {
+        **sampler_class(name).defaults(),
         "neg_loss": "BPR", "neg_num": 1, "neg_candidate_num": 50, "neg_exclude": "history",
         "neg_temperature": 1.0, "neg_logq": False, "neg_gbce_t": 0.75, "neg_shared": False,
         "dns_top_m": 1, "popularity_alpha": 1.0, "device": torch.device("cpu"), "dataset": "fake",

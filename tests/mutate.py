@@ -314,6 +314,63 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_baselines.py",),
         "AHNS picks the candidates farthest from its target",
     ),
+    # ----- SRNS, AdaSIR, GNNO, row keys -----
+    Mutation(
+        "srns_sd_without_alpha", "recbole_mdcns/samplers/srns.py",
+        "(current[:, : self.memory_size] + self.alpha_t() * sd)",
+        "(current[:, : self.memory_size] + sd)",
+        ("tests/test_baselines.py",),
+        "SRNS adds the history's sd without its weight alpha_t",
+    ),
+    Mutation(
+        "srns_sd_of_the_whole_history", "recbole_mdcns/samplers/srns.py",
+        "valid = torch.arange(width, device=history.device) >= (width - count.long()).unsqueeze(-1)",
+        "valid = torch.ones_like(history, dtype=torch.bool)",
+        ("tests/test_baselines.py",),
+        "SRNS's sd counts the empty history slots as zeros",
+    ),
+    Mutation(
+        "srns_history_not_shifted", "recbole_mdcns/samplers/srns.py",
+        "kept_history = torch.cat([kept_history[..., 1:], current.gather(1, kept).unsqueeze(-1)], -1)",
+        "kept_history = torch.cat([kept_history[..., :-1], current.gather(1, kept).unsqueeze(-1)], -1)",
+        ("tests/test_baselines.py",),
+        "SRNS overwrites the newest past value instead of dropping the oldest",
+    ),
+    Mutation(
+        "adasir_resamples_uniformly", "recbole_mdcns/samplers/adasir.py",
+        "weights = torch.softmax(batch.score_detached(proposals).float(), dim=1)",
+        "weights = torch.softmax(0 * batch.score_detached(proposals).float(), dim=1)",
+        ("tests/test_baselines.py",),
+        "AdaSIR resamples its proposals ignoring the model's scores",
+    ),
+    Mutation(
+        "adasir_draws_from_the_refreshed_pool", "recbole_mdcns/samplers/adasir.py",
+        "negatives = pool.gather(1, slots)\n",
+        "negatives = self.resample(batch)[0].gather(1, slots)\n",
+        ("tests/test_baselines.py",),
+        "AdaSIR draws from a fresh resample instead of the pool its last visit left",
+    ),
+    Mutation(
+        "gnno_overlap_over_the_smaller_neighbourhood", "recbole_mdcns/samplers/gnno.py",
+        "union = degree[common.row] + degree[common.col] - common.data",
+        "union = np.minimum(degree[common.row], degree[common.col])",
+        ("tests/test_baselines.py",),
+        "GNNO's overlap divides by the smaller neighbourhood, not the union",
+    ),
+    Mutation(
+        "gnno_ignores_the_hardness", "recbole_mdcns/samplers/gnno.py",
+        "torch.where(val <= threshold, val.exp(), 0.0)",
+        "val.exp()",
+        ("tests/test_baselines.py",),
+        "GNNO draws graph negatives above the epoch's hardness",
+    ),
+    Mutation(
+        "row_keys_by_user_only", "recbole_mdcns/samplers/rowstate.py",
+        "return batch.users if self.start is None else self.start[batch.users] + batch.target_index",
+        "return batch.users if self.start is None else self.start[batch.users]",
+        ("tests/test_baselines.py",),
+        "every row of a user shares one state slot",
+    ),
     # ----- evaluation -----
     Mutation(
         "eval_mask_without_the_prefix", "recbole_mdcns/evaluation.py",

@@ -25,7 +25,7 @@ def start(tiny_config, model="SASRec", **keys):
 
 
 def test_unknown_sampler_lists_the_valid_ones(tiny_config, no_training):
-    with pytest.raises(ConfigError, match="sampler = 'hardest'.*valid samplers: none, AHNS, DivNS, DNS, GenNi, MDCNS, MixGCF, popularity, uniform"):
+    with pytest.raises(ConfigError, match="sampler = 'hardest'.*valid samplers: none, AdaSIR, AHNS, DivNS, DNS, GenNi, GNNO, MDCNS, MixGCF, popularity, SRNS, uniform"):
         start(tiny_config, sampler="hardest")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import glob
 import os
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,11 +12,12 @@ import torch
 from recbole_mdcns import build_experiment, load_data_and_model
 from recbole_mdcns.config import Config
 from recbole_mdcns.quick_start import run, run_recbole_mdcns
+from recbole_mdcns.samplers.rowstate import RowState
 
 SEEDS = (1, 2, 3)
 
 
-@pytest.mark.parametrize("sampler, port", [("DNS", "29611"), ("MDCNS", "29612")])
+@pytest.mark.parametrize("sampler, port", [("DNS", "29611"), ("MDCNS", "29612"), ("SRNS", "29616")])
 def test_two_gloo_processes_match_one_within_seed_noise(sampler, port, tiny_config):
     keys = {**tiny_config, "sampler": sampler, "epochs": 2, "seed": SEEDS[0], "dist_backend": "gloo",
             "mdcns_peer_config": {"embedding_size": 16, "hidden_size": 16, "num_layers": 1}}
@@ -58,3 +60,34 @@ def test_ranks_hold_identical_weights_of_self_and_peer_after_a_step(layout, port
     assert set(rank0) == {"self", "peer"}
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
+
+
+def _sync_row_state(rank: int, out: str) -> None:
+    """Rank 0 writes rows 0 and 1, rank 1 rows 1 and 3; row 5 was written before the epoch
+    (rank 1's copy is stale); then the epoch's sync."""
+    torch.distributed.init_process_group("gloo", init_method="tcp://localhost:29615", rank=rank, world_size=2)
+    config = {"device": torch.device("cpu"), "neg_state_key": "user"}
+    state = RowState(config, SimpleNamespace(user_num=6), {"ids": ((2,), torch.int32), "q": ((), torch.float),
+                                                          "count": ((), torch.int8), "filled": ((), torch.bool)})
+    state["q"][5] = 7.0 if rank == 0 else 99.0
+    rows = torch.tensor([0, 1]) if rank == 0 else torch.tensor([1, 3])
+    values = torch.tensor([1.0, 2.0]) if rank == 0 else torch.tensor([10.0, 30.0])
+    state.write(rows, {"ids": values.int().unsqueeze(1).expand(-1, 2), "q": values, "count": values.to(torch.int8),
+                       "filled": torch.ones(2, dtype=torch.bool)})
+    state.sync()
+    gathered = [None, None]
+    torch.distributed.all_gather_object(gathered, state.state_dict())
+    if rank == 0:
+        torch.save(gathered, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_row_state_sync_gives_every_rank_every_rows_latest_state(tmp_path):
+    out = str(tmp_path / "state.pt")
+    torch.multiprocessing.spawn(_sync_row_state, args=(out,), nprocs=2, join=True)
+    rank0, rank1 = torch.load(out, weights_only=True)
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert rank0["q"].tolist() == [1.0, 10.0, 0.0, 30.0, 0.0, 7.0]  # row 1: the higher rank's; row 5: rank 0's
+    assert rank0["ids"][:, 0].tolist() == [1, 10, 0, 30, 0, 0] and rank0["count"].tolist() == [1, 10, 0, 30, 0, 0]
+    assert rank0["filled"].tolist() == [True, True, False, True, False, False]

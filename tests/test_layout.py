@@ -112,17 +112,21 @@ def test_sampler_none_trains_recboles_ce_at_every_position(tiny_config):
 
 
 @pytest.mark.parametrize("layout", ["prefix", "sequence"])
-@pytest.mark.parametrize("sampler", ["uniform", "popularity", "DNS", "GenNi", "DivNS", "MDCNS"])
+@pytest.mark.parametrize("sampler", ["uniform", "popularity", "DNS", "GenNi", "DivNS", "MDCNS", "MixGCF", "AHNS",
+                                     "SRNS", "AdaSIR", "GNNO"])
 def test_no_negative_is_an_item_the_user_had_before_the_target(sampler, layout, tiny_config):
     """MAX_ITEM_LIST_LENGTH 3: most of a row's prefix lies before RecBole's window."""
-    # the pool samplers' candidates (40 a row) are checked, the others' 40 negatives
-    keys = {"neg_num": 1 if sampler in ("DNS", "DivNS", "MDCNS") else 40, "neg_candidate_num": 40, "MAX_ITEM_LIST_LENGTH": 3}
+    # the pool samplers' candidates (40 a row) are checked, the others' 40 negatives (SRNS's
+    # whole memory, GNNO's top 40 of 40: its graph draws too)
+    pool_only = sampler in ("DNS", "DivNS", "MDCNS", "MixGCF", "AHNS")
+    keys = {"neg_num": 1 if pool_only else 40, "neg_candidate_num": 40, "MAX_ITEM_LIST_LENGTH": 3,
+            **{"SRNS": {"srns_memory": 40}, "GNNO": {"gnno_top_m": 40}}.get(sampler, {})}
     run = experiment(tiny_config, sampler=sampler, train_layout=layout, **keys)
     sequences = training_sequences(run)
     before_window = 0
     for batch in run.trainer.layout_rows(run.train_data):
         encoded = encode_batch(run.model, batch, layout)
-        negatives = run.sampler.candidate_pool(encoded) if run.sampler.uses_candidate_pool else run.sampler.sample(encoded)
+        negatives = run.sampler.candidate_pool(encoded) if pool_only else run.sampler.sample(encoded)
         for user, index, drawn in zip(encoded.users.tolist(), encoded.target_index.tolist(), negatives.tolist()):
             had = set(sequences[user][: index + 1])
             assert not had & set(drawn), (user, index)

@@ -32,8 +32,11 @@ def run_worker(config: dict, tmp_path, name: str, *options: str) -> subprocess.C
 
 # MDCNS with the grad scaler: two models, each scaled, unscaled and stepped, both checkpointed
 # DivNS under train_layout sequence: its per-user state counts positions, the loader is the layout's
+# SRNS and AdaSIR: per-row state; GNNO: its graph rebuilt, its hardness from the epoch
 @pytest.mark.parametrize("sampler, keys", [("DNS", {}), ("DivNS", {}), ("MDCNS", {"enable_scaler": True}),
-                                           ("DivNS", {"train_layout": "sequence", "train_batch_size": 16})])
+                                           ("DivNS", {"train_layout": "sequence", "train_batch_size": 16}),
+                                           ("SRNS", {}), ("GNNO", {}),
+                                           ("AdaSIR", {"train_layout": "sequence", "train_batch_size": 16})])
 def test_killed_during_epoch_3_and_resumed_ends_like_the_uninterrupted_run(sampler, keys, tiny_config, tmp_path):
     config = {**tiny_config, "model": "SASRec", "sampler": sampler, "epochs": 5, "stopping_step": 10,
               "mdcns_peer_config": SMALL_PEER, **keys}

@@ -29,6 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("SASRec", {"sampler": "DivNS", "epochs": 3}),
         ("GRU4Rec", {"sampler": "DivNS", "divns_dpp_mode": "greedy"}),
         ("SASRec", {"sampler": "none"}),  # RecBole's own CE training in the same harness
+        ("SASRec", {"sampler": "SRNS", "epochs": 3, "neg_loss": "BCE"}),
+        ("GRU4Rec", {"sampler": "AdaSIR", "train_layout": "sequence"}),
+        ("SASRec", {"sampler": "GNNO", "gnno_top_m": 2, "neg_num": 2}),
     ],
 )
 def test_train_and_test(model, keys, tiny_config):
@@ -39,7 +42,8 @@ def test_train_and_test(model, keys, tiny_config):
     assert state["config"]["sampler"] == Config(model, config_dict={**tiny_config, **keys})["sampler"]
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "popularity", "DNS", "GenNi", "DivNS", "MDCNS", "none"])
+@pytest.mark.parametrize("sampler", ["uniform", "popularity", "DNS", "GenNi", "DivNS", "MDCNS", "MixGCF", "AHNS",
+                                     "SRNS", "AdaSIR", "GNNO", "none"])
 def test_training_beats_a_random_ranking(sampler, tiny_config):
     """Users of the tiny data draw their items from a band of 17 of the 60 items: a few epochs
     of training must rank the test item far better than random scores do."""

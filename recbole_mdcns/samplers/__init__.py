@@ -12,9 +12,12 @@ from recbole_mdcns.samplers.divns import DivNSSampler  # isort: skip
 from recbole_mdcns.samplers.mdcns import MDCNSSampler  # isort: skip
 from recbole_mdcns.samplers.mixgcf import MixGCFSampler  # isort: skip
 from recbole_mdcns.samplers.ahns import AHNSSampler  # isort: skip
+from recbole_mdcns.samplers.srns import SRNSSampler  # isort: skip
+from recbole_mdcns.samplers.adasir import AdaSIRSampler  # isort: skip
+from recbole_mdcns.samplers.gnno import GNNOSampler  # isort: skip
 
 __all__ = [
     "NegativeSampler", "CoTrained", "SAMPLERS", "register", "sampler_class", "sampler_names",
     "UniformSampler", "PopularitySampler", "DNSSampler", "GenNiSampler", "DivNSSampler", "MDCNSSampler",
-    "MixGCFSampler", "AHNSSampler",
+    "MixGCFSampler", "AHNSSampler", "SRNSSampler", "AdaSIRSampler", "GNNOSampler",
 ]
