@@ -260,8 +260,11 @@ def main() -> None:
         sampler, n = args.child.rsplit(":", 1)
         row = measure(sampler, int(n), args.data)
         append_jsonl(jsonl, row)
-        print(f"{sampler} N={int(n):,}: {row['median_seconds']:.3f} s, {row['peak_mb']:.0f} MB, "
-              f"largest {row['largest_over_BN']:.3f} x BN", flush=True)
+        if "median_seconds" in row:
+            print(f"{sampler} N={int(n):,}: {row['median_seconds']:.3f} s, {row['peak_mb']:.0f} MB, "
+                  f"largest {row['largest_over_BN']:.3f} x BN", flush=True)
+        else:
+            print(f"{sampler} N={int(n):,}: {row.get('refused') or row['out_of_memory']}", flush=True)
         return
     if not args.render_only:
         done = {(r["sampler"], r["n_items"]) for r in read_jsonl(jsonl)} if args.skip_done else set()

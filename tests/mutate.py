@@ -359,10 +359,24 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "gnno_ignores_the_hardness", "recbole_mdcns/samplers/gnno.py",
-        "torch.where(val <= threshold, val.exp(), 0.0)",
-        "val.exp()",
+        "weight = torch.where(overlap <= threshold + TOLERANCE, (overlap - threshold).exp(), 0.0)",
+        "weight = (overlap - threshold).exp().clamp(max=1)",
         ("tests/test_baselines.py",),
         "GNNO draws graph negatives above the epoch's hardness",
+    ),
+    Mutation(
+        "gnno_dense_draw_ignores_the_hardness", "recbole_mdcns/samplers/gnno.py",
+        "weights[where, cols] = torch.where(values <= threshold + TOLERANCE, values.exp(), 0.0)",
+        "weights[where, cols] = values.exp()",
+        ("tests/test_baselines.py",),
+        "GNNO's dense fallback (rows with few eligible ids) draws above the epoch's hardness",
+    ),
+    Mutation(
+        "gnno_accepts_every_eligible_id_alike", "recbole_mdcns/samplers/gnno.py",
+        "(overlap - threshold).exp(), 0.0)",
+        "1.0, 0.0)",
+        ("tests/test_baselines.py",),
+        "GNNO's graph negatives are uniform over the eligible ids, not weighted by exp(J)",
     ),
     Mutation(
         "row_keys_by_user_only", "recbole_mdcns/samplers/rowstate.py",

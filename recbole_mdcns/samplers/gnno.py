@@ -3,15 +3,20 @@ paper's port runs it.
 
 Once, from the training split: the item-transition graph A (items within `gnno_window`
 steps of each other in a user's training sequence, binary, undirected) and the
-neighbourhood overlap J_ij = |N(i) & N(j)| / |N(i) | N(j)| (Jaccard, from A A^T), kept as
-a sparse CSR matrix on the model's device. Per batch: g graph negatives drawn with
-weights exp(J(t, j)) among the items whose overlap with the target t is at most the
-epoch's hardness h_e = min(h_0 + pace * epoch, h_max) (items with no overlap count, with
-weight 1; the excluded ids never), joined to C - g uniform candidates; the K negatives
-are drawn among the top-M of those C by score (DNS). The graph is rebuilt at resume.
+neighbourhood overlap J_ij = |N(i) & N(j)| / |N(i) | N(j)| (Jaccard, from A A^T), its
+stored entries kept on the model's device as sorted (row, column) keys. Per batch: g graph
+negatives drawn with weights exp(J(t, j)) among the items whose overlap with the target t
+is at most the epoch's hardness h_e = min(h_0 + pace * epoch, h_max) (items with no
+overlap count, with weight 1; the excluded ids never), joined to C - g uniform
+candidates; the K negatives are drawn among the top-M of those C by score (DNS). The
+graph draw is exact rejection sampling from the row's uniform pool (every weight is at
+most exp(h_e)), so a batch costs O(B g) lookups whatever the catalogue's size, where the
+port densifies [B, N] weights; only rows with few eligible ids (dense data, early
+epochs) fall back to their dense weights. The graph is rebuilt at resume.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -21,13 +26,16 @@ from recbole.data.dataset import Dataset
 from torch import Tensor
 
 from recbole_mdcns.params import ConfigError, Param
-from recbole_mdcns.samplers.base import NegativeSampler, ordered, register
+from recbole_mdcns.samplers.base import NegativeSampler, RowExclusions, ordered, register
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch
 
-DENSE_PIECE_ENTRIES = 2**24  # [rows, N + 2] weights per piece of a batch's graph draws
+OVERSAMPLE = 2  # uniform proposals per graph negative and round
+REJECTION_ROUNDS = 3  # then the rows still short draw from their dense weights
+MIN_ACCEPTANCE = 0.5  # a target whose proposals are accepted less often goes to its dense weights at once
+DENSE_PIECE_ENTRIES = 2**24  # [rows, N + 2] weights per piece of those rows
 TOLERANCE = 1e-9  # h_e accumulates in floating point
-BYTES_PER_OVERLAP = 8  # an int32 column and a float32 value
+BYTES_PER_OVERLAP = 12  # an int64 key and a float32 value
 
 
 def transition_pairs(config: Any, dataset: Dataset, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -66,28 +74,39 @@ def jaccard_overlap(graph: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((common.data / union, (common.row, common.col)), shape=graph.shape)
 
 
-class SparseRows:
-    """A CSR matrix on a device whose rows can be read densely for a batch of row ids."""
+class PairLookup:
+    """The stored entries of a sparse [n, n] matrix on a device, looked up by (row, column)
+    pairs: one sorted int64 key per entry (row * n + column) and its float32 value."""
 
     def __init__(self, matrix: sp.csr_matrix, device: Any):
-        matrix.sort_indices()
-        self.shape = matrix.shape
-        self.crow = torch.as_tensor(matrix.indptr, dtype=torch.long, device=device)
-        self.col = torch.as_tensor(matrix.indices, dtype=torch.int32, device=device)
-        self.val = torch.as_tensor(matrix.data, dtype=torch.float, device=device)
+        coo = matrix.tocoo()
+        n = matrix.shape[0]
+        keys = coo.row.astype(np.int64) * n + coo.col
+        order = np.argsort(keys, kind="stable")
+        self.n = n
+        self.keys = torch.as_tensor(keys[order], device=device)
+        self.values = torch.as_tensor(coo.data[order], dtype=torch.float, device=device)
 
     @property
     def nnz(self) -> int:
-        return len(self.val)
+        return len(self.keys)
 
-    def entries(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The stored entries of the rows `rows` [b]: their row position in `rows`, column and value [nnz of them]."""
-        start = self.crow[rows]
-        count = self.crow[rows + 1] - start
+    def __call__(self, rows: Tensor, cols: Tensor) -> Tensor:
+        """The values at (rows [B, 1] or [B, n], cols [B, n]), 0 where nothing is stored."""
+        keys = rows * self.n + cols
+        if not self.nnz:
+            return torch.zeros(keys.shape, device=keys.device)
+        at = torch.searchsorted(self.keys, keys).clamp(max=self.nnz - 1)
+        return torch.where(self.keys[at] == keys, self.values[at], 0.0)
+
+    def row_entries(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The stored entries of the rows `rows` [r]: each one's position in `rows`, column and value."""
+        start = torch.searchsorted(self.keys, rows * self.n)
+        count = torch.searchsorted(self.keys, (rows + 1) * self.n) - start
         where = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), count)
         offset = torch.arange(len(where), device=rows.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
         index = start[where] + offset
-        return where, self.col[index].long(), self.val[index]
+        return where, self.keys[index] % self.n, self.values[index]
 
 
 @register("GNNO")
@@ -130,7 +149,8 @@ class GNNOSampler(NegativeSampler):
                                f"{config['dataset']!r} may take up to {bound_mb:,.3g} MB (its items with many "
                                "neighbours relate many pairs); raise gnno_graph_mb if the device holds it, or "
                                "lower gnno_window"])
-        self.overlap = SparseRows(jaccard_overlap(graph), self.device)
+        self.overlap = PairLookup(jaccard_overlap(graph), self.device)
+        self._acceptance: tuple[int, Tensor] = (-1, torch.zeros(0))  # (epoch, acceptance())
 
     def threshold(self) -> float:
         """h_e, the largest overlap a graph negative may have this epoch."""
@@ -146,27 +166,65 @@ class GNNOSampler(NegativeSampler):
         return candidates.gather(1, draw_top_m(scores, self.top_m, self.neg_num))
 
     def graph_draws(self, batch: EncodedBatch) -> Tensor:
-        """g ids per row [B, g], drawn with replacement with weights exp(J(t, j)) 1[J(t, j) <= h_e]
-        over the ids the row does not exclude (uniform where none is eligible)."""
-        threshold = self.threshold() + TOLERANCE
-        piece_rows = max(1, DENSE_PIECE_ENTRIES // (self.n_items + 2))
-        draws = []
-        for rows, exclusions in self.exclusion.pieces(batch, piece_rows):
-            targets = batch.pos_items[rows]
-            weights = torch.ones(len(targets), self.n_items + 2, device=self.device)  # ids 0..N and the pad N+1
-            where, col, val = self.overlap.entries(targets)
-            weights[where, col] = torch.where(val <= threshold, val.exp(), 0.0)
-            weights[:, 0] = 0
-            weights.scatter_(1, targets.unsqueeze(1), 0)
-            weights.scatter_(1, exclusions.ids(), 0)  # the pad N+1 stands for "not excluded"
-            weights = weights[:, : self.n_items + 1]
-            none = weights.sum(1) == 0
-            weights[none, 1:] = 1  # replaced below
-            drawn = torch.multinomial(weights, self.graph_num, replacement=True)
-            if none.any():
-                drawn[none] = exclusions.draw(self.graph_num)[none]
-            draws.append(drawn)
-        return torch.cat(draws)
+        """g ids per row [B, g], drawn with replacement with weights w = exp(J(t, j)) 1[J(t, j) <= h_e]
+        over the ids the row does not exclude. Exact, by rejection: uniform proposals over
+        those ids, each accepted with probability w / exp(h_e) <= 1. Rows whose target accepts
+        few proposals (dense data, early epochs), and rows still short after REJECTION_ROUNDS,
+        draw from their dense weights over the catalogue."""
+        threshold = self.threshold()
+        need = self.graph_num
+        drawn = torch.zeros(batch.size, need, dtype=torch.long, device=self.device)
+        short = self.acceptance()[batch.pos_items] < MIN_ACCEPTANCE
+        if not short.all():
+            filled = torch.where(short, need, 0)  # the dense rows take no part
+            targets = batch.pos_items.unsqueeze(1)
+            for _ in range(REJECTION_ROUNDS):
+                proposals = self.exclusion.draw(batch, need * OVERSAMPLE)
+                overlap = self.overlap(targets, proposals)
+                weight = torch.where(overlap <= threshold + TOLERANCE, (overlap - threshold).exp(), 0.0)
+                accepted = torch.rand_like(weight) < weight
+                # each row's accepted proposals, in order, after the ones it already has
+                slot = filled.unsqueeze(1) + torch.cumsum(accepted, 1) - 1
+                keep = accepted & (slot < need)
+                drawn[torch.nonzero(keep, as_tuple=True)[0], slot[keep]] = proposals[keep]
+                filled = filled + keep.sum(1)
+                if bool((filled == need).all()):
+                    break
+            short |= filled < need  # a short row's accepted draws are dropped: a fresh draw of all g stays exact
+        self.record("dense_rows", short.float().mean())
+        if short.any():
+            piece_rows = max(1, DENSE_PIECE_ENTRIES // (self.n_items + 2))
+            for rows, exclusions in self.exclusion.pieces(batch, piece_rows):
+                chosen = torch.nonzero(short[rows]).squeeze(1)
+                if len(chosen):
+                    drawn[rows][chosen] = self._dense_draws(batch.pos_items[rows][chosen], exclusions, chosen, threshold)
+        return drawn
+
+    def acceptance(self) -> Tensor:
+        """Each target's share of uniform proposals the rejection accepts this epoch, its
+        exclusions aside: sum_j w(t, j) / (N exp(h_e)) [N + 1] (cached per epoch)."""
+        if self._acceptance[0] != self.epoch:
+            threshold = self.threshold()
+            rows, values = self.overlap.keys // self.overlap.n, self.overlap.values
+            mass = torch.zeros(self.n_items + 1, device=self.device).index_add_(
+                0, rows, torch.where(values <= threshold + TOLERANCE, values.exp() - 1, -1.0))
+            self._acceptance = (self.epoch, (self.n_items + mass) / (self.n_items * math.exp(threshold)))
+        return self._acceptance[1]
+
+    def _dense_draws(self, targets: Tensor, exclusions: RowExclusions, chosen: Tensor, threshold: float) -> Tensor:
+        """g ids per row [r, g] from each row's weights over the whole catalogue, its
+        excluded ids (`exclusions` rows `chosen`) at 0; uniform ids where none is eligible."""
+        weights = torch.ones(len(targets), self.n_items + 2, device=self.device)  # ids 0..N and the pad N+1
+        where, cols, values = self.overlap.row_entries(targets)
+        weights[where, cols] = torch.where(values <= threshold + TOLERANCE, values.exp(), 0.0)
+        weights[:, 0] = 0
+        weights.scatter_(1, targets.unsqueeze(1), 0)
+        weights.scatter_(1, exclusions.ids()[chosen], 0)  # the pad N+1 stands for "not excluded"
+        weights = weights[:, : self.n_items + 1]
+        none = weights.sum(1) == 0
+        drawn = torch.multinomial(weights.masked_fill(none.unsqueeze(1), 1), self.graph_num, replacement=True)
+        uniform = exclusions.draw(self.graph_num)[chosen]
+        return torch.where(none.unsqueeze(1), uniform, drawn)
 
     def on_epoch_end(self, epoch: int) -> None:
         self.epoch = epoch + 1

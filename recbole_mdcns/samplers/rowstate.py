@@ -59,12 +59,13 @@ class RowState:
         return batch.users if self.start is None else self.start[batch.users] + batch.target_index
 
     def write(self, keys: Tensor, values: dict[str, Tensor]) -> None:
-        """Store each row's new values; of rows sharing a key (a user's rows under `user`)
-        the first in the batch wins, so the result does not depend on the device."""
-        first = first_occurrence(keys)
-        keys = keys[first]
+        """Store each row's new values. Row keys are distinct within a batch; of a user's rows
+        (under `user`) the first in the batch wins, so the result does not depend on the device."""
+        if self.start is None:
+            first = first_occurrence(keys)
+            keys, values = keys[first], {name: value[first] for name, value in values.items()}
         for name, value in values.items():
-            self.tensors[name][keys] = value[first].to(self.tensors[name].dtype)
+            self.tensors[name][keys] = value.to(self.tensors[name].dtype)
         self.written[keys] = True
 
     def sync(self) -> None:
