@@ -372,6 +372,27 @@ MUTATIONS: list[Mutation] = [
         "GNNO's dense fallback (rows with few eligible ids) draws above the epoch's hardness",
     ),
     Mutation(
+        "gnno_dense_draw_keeps_the_excluded_ids", "recbole_mdcns/samplers/gnno.py",
+        "        weights.scatter_(1, exclusions.ids()[chosen], 0)  # the pad N+1 stands for \"not excluded\"\n",
+        "",
+        ("tests/test_baselines.py",),
+        "GNNO's dense fallback draws the row's history",
+    ),
+    Mutation(
+        "srns_unbiased_sd", "recbole_mdcns/samplers/srns.py",
+        "var = (((history - mean.unsqueeze(-1)) * valid) ** 2).sum(-1) / n",
+        "var = (((history - mean.unsqueeze(-1)) * valid) ** 2).sum(-1) / (n - 1).clamp(min=1)",
+        ("tests/test_baselines.py",),
+        "SRNS's sd is the unbiased one (the port's), not the population sd",
+    ),
+    Mutation(
+        "srns_no_warm_up", "recbole_mdcns/samplers/srns.py",
+        "return self.alpha * (min(1.0, self.epoch / self.warmup) if self.warmup else 1.0)",
+        "return self.alpha",
+        ("tests/test_baselines.py",),
+        "SRNS's alpha_t does not warm up",
+    ),
+    Mutation(
         "gnno_accepts_every_eligible_id_alike", "recbole_mdcns/samplers/gnno.py",
         "(overlap - threshold).exp(), 0.0)",
         "1.0, 0.0)",

@@ -15,8 +15,9 @@ from conftest import CONFIG_FIELDS, FakeDataset, chi_square_ok, excluded_mask, m
 from recbole_mdcns import ConfigError, run_recbole_mdcns
 from recbole_mdcns.config import Config
 from recbole_mdcns.quick_start import build_experiment
+from recbole_mdcns.samplers import gnno
 from recbole_mdcns.samplers.gnno import adjacency, jaccard_overlap, transition_pairs
-from recbole_mdcns.samplers.srns import keep_best
+from recbole_mdcns.samplers.srns import history_sd, keep_best
 from recbole_mdcns.scoring import EncodedBatch, encode_batch
 from recbole_mdcns.trainer import SampledTrainer
 
@@ -209,6 +210,23 @@ def test_srns_prefers_the_varying_candidate_once_alpha_counts(alpha, epoch, expe
     assert sampler.sample(batch).tolist() == [[expected]]
 
 
+def test_srns_sd_is_the_population_sd_of_the_held_past_values():
+    history = torch.tensor([[[9.0, 9.0, 0.2, 0.8, 0.5], [0.1, 0.3, 0.5, 0.7, 0.9]]])  # slot 0 holds 3 values
+    sd = history_sd(history, torch.tensor([[3, 5]], dtype=torch.int8), min_count=3)
+    assert torch.allclose(sd, torch.tensor([[0.244949, 0.282843]]), atol=1e-5)  # the stale 9s are not read
+    assert history_sd(history, torch.tensor([[2, 5]], dtype=torch.int8), min_count=3)[0, 0] == 0
+
+
+@pytest.mark.parametrize("epoch, expected", [(1, 1), (5, 2)])
+def test_srns_alpha_warms_up_over_t_w_epochs(epoch, expected):
+    # T_w = 10: alpha_t = 0.5 at epoch 1 (B: .6 + .5 * .245 = .72 < .9, A wins), 2.5 at epoch 5 (B: 1.21)
+    batch, _ = scored_batch([0.0], [logit(0.9), logit(0.6), -5.0])
+    sampler = srns(batch, [3], srns_warmup=10)
+    with_memory(sampler, [1, 2], [[0.9, 0.9, 0.9], [0.2, 0.8, 0.5]])
+    sampler.epoch = epoch
+    assert sampler.sample(batch).tolist() == [[expected]]
+
+
 def test_srns_sd_needs_min_history_values():
     batch, _ = scored_batch([0.0], [logit(0.9), logit(0.6), -5.0])
     sampler = srns(batch, [3], srns_min_history=4)
@@ -289,18 +307,26 @@ def test_adasir_resamples_in_proportion_to_the_models_softmax(copies):
     assert torch.allclose(weight, per_copy[pool - 1])
 
 
-def test_adasir_merge_takes_old_and_new_pool_half_each_and_fills_a_new_row_fresh():
+def test_adasir_merge_takes_old_and_new_pool_half_each_and_a_new_row_draws_from_its_fill():
     torch.manual_seed(10)
-    batch, _ = scored_batch([0.0] * ROWS, [0.0, 0.0])
-    sampler = adasir(batch, [2, 2])  # every resample is all id 2
-    half = ROWS // 2  # rows 0..half-1 hold a pool of id 1; the others have never been visited
+    batch, _ = scored_batch([0.0] * ROWS, [0.0, 1.0, 2.0])
+    sampler = adasir(batch, [1])
+    proposals = iter([2, 3])  # the new rows' fill proposes id 2, the visit's refresh id 3
+    sampler.exclusion.draw = lambda b, num: torch.full((b.size, num), next(proposals))
+    half = ROWS // 2  # rows 0..half-1 hold a pool of id 1 with weight 0.25; the others have never been visited
     sampler.state["pool"][:half] = 1
+    sampler.state["weight"][:half] = 0.25
     sampler.state["filled"][:half] = True
     negatives = sampler.sample(batch)
     assert (negatives[:half] == 1).all() and (negatives[half:] == 2).all()  # drawn before the refresh
-    merged = sampler.state["pool"][:half]
-    assert binomtest(int((merged == 2).sum()), merged.numel(), 0.5).pvalue > 0.001
-    assert (sampler.state["pool"][half:] == 2).all() and sampler.state["filled"].all()
+    old, new = sampler.state["pool"][:half], sampler.state["pool"][half:]
+    assert binomtest(int((old == 3).sum()), old.numel(), 0.5).pvalue > 0.001 and set(old.unique().tolist()) == {1, 3}
+    assert binomtest(int((new == 3).sum()), new.numel(), 0.5).pvalue > 0.001 and set(new.unique().tolist()) == {2, 3}
+    weight = sampler.state["weight"][: ROWS]
+    pool = sampler.state["pool"][: ROWS]
+    assert torch.equal(weight[pool == 1], torch.full_like(weight[pool == 1], 0.25))  # each weight stays with its id
+    assert torch.equal(weight[pool != 1], torch.ones_like(weight[pool != 1]))  # one distinct proposal: softmax 1
+    assert sampler.state["filled"].all()
 
 
 def test_adasir_draws_from_the_pool_its_last_visit_left_and_nothing_excluded():
@@ -354,7 +380,19 @@ def gnno_on_toy(target: int, rows: int, **keys):
     return sampler, batch
 
 
-def test_gnno_never_draws_above_the_hardness_and_admits_an_item_at_its_epoch():
+@pytest.fixture(params=["rejection", "dense"])
+def gnno_path(request, monkeypatch):
+    """Force GNNO's graph draws through one path: rejection for every row (with rounds
+    enough to fill), or the dense weights for every row."""
+    if request.param == "rejection":
+        monkeypatch.setattr(gnno, "MIN_ACCEPTANCE", 0.0)
+        monkeypatch.setattr(gnno, "REJECTION_ROUNDS", 400)
+    else:
+        monkeypatch.setattr(gnno, "MIN_ACCEPTANCE", 2.0)
+    return request.param
+
+
+def test_gnno_never_draws_above_the_hardness_and_admits_an_item_at_its_epoch(gnno_path):
     torch.manual_seed(12)
     j = toy_overlap()
     sampler, batch = gnno_on_toy(2, 500, gnno_hardness=0.05, gnno_pace=0.05, gnno_max_hardness=1.0)
@@ -369,13 +407,30 @@ def test_gnno_never_draws_above_the_hardness_and_admits_an_item_at_its_epoch():
     assert first_seen[5] == 7 and first_seen[6] == 4 and first_seen[7] == 0
 
 
-def test_gnno_draws_in_proportion_to_exp_overlap_at_full_hardness():
+@pytest.mark.parametrize("hardness", [1.0, 0.5])
+def test_gnno_draws_in_proportion_to_exp_overlap(gnno_path, hardness):
     torch.manual_seed(13)
+    j = torch.as_tensor(toy_overlap()[1], dtype=torch.float)
+    sampler, batch = gnno_on_toy(1, 4000, gnno_hardness=hardness, gnno_max_hardness=1.0)
+    counts = torch.bincount(sampler.graph_draws(batch).flatten(), minlength=8).float()
+    expected = j.exp() * (j <= hardness)  # J(1, 5) = .75 is above 0.5
+    expected[[0, 1]] = 0  # padding and the target
+    assert counts[expected == 0].sum() == 0 and chi_square_ok(counts, expected / expected.sum())
+
+
+def test_gnno_rows_short_after_rejection_redraw_exactly(monkeypatch):
+    """One round of one proposal per negative: most rows fall short, drop what they accepted
+    and redraw all g from their dense weights; the mixture keeps the distribution."""
+    monkeypatch.setattr(gnno, "MIN_ACCEPTANCE", 0.0)
+    monkeypatch.setattr(gnno, "REJECTION_ROUNDS", 1)
+    monkeypatch.setattr(gnno, "OVERSAMPLE", 1)
+    torch.manual_seed(16)
     j = torch.as_tensor(toy_overlap()[1], dtype=torch.float)
     sampler, batch = gnno_on_toy(1, 4000, gnno_hardness=1.0, gnno_max_hardness=1.0)
     counts = torch.bincount(sampler.graph_draws(batch).flatten(), minlength=8).float()
+    assert 0.5 < sampler.pop_diagnostics()["dense_rows"] < 1  # both paths drew
     expected = j.exp()
-    expected[[0, 1]] = 0  # padding and the target
+    expected[[0, 1]] = 0
     assert counts[[0, 1]].sum() == 0 and chi_square_ok(counts, expected / expected.sum())
 
 
@@ -393,7 +448,7 @@ def test_gnno_negative_is_in_the_dns_top_m_of_uniform_and_graph_candidates():
         assert (negatives.unsqueeze(-1) == top.unsqueeze(1)).any(-1).all()
 
 
-def test_gnno_graph_draws_skip_the_excluded_items():
+def test_gnno_graph_draws_skip_the_excluded_items(gnno_path):
     torch.manual_seed(15)
     batch, dataset = make_batch()
     sampler = make_sampler("GNNO", dataset, gnno_hardness=1.0)

@@ -118,12 +118,12 @@ def test_loss_mistakes_are_reported_at_start_up(keys, message, tiny_config):
 
 
 @pytest.mark.parametrize("loss", ["SSM", "gBCE"])
-@pytest.mark.parametrize("sampler", ["uniform", "GenNi", "DNS", "MDCNS"])
+@pytest.mark.parametrize("sampler", ["uniform", "GenNi", "DNS", "MDCNS", "MixGCF", "AHNS", "SRNS", "AdaSIR", "GNNO"])
 def test_every_sampler_trains_with_the_new_losses(sampler, loss, tiny_config):
     from recbole_mdcns import run_recbole_mdcns
 
     keys = {**tiny_config, "sampler": sampler, "neg_loss": loss, "neg_num": 4, "dns_top_m": 4, "mdcns_top_m": 4,
-            "neg_logq": loss == "SSM" and sampler in ("uniform", "GenNi")}
+            "mixgcf_top_m": 4, "gnno_top_m": 4, "neg_logq": loss == "SSM" and sampler in ("uniform", "GenNi")}
     result = run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)
     assert math.isfinite(result["best_valid_score"])
 

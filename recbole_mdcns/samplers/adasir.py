@@ -7,7 +7,8 @@ pool (filled first at the row's first visit), then refreshes it: S uniform propo
 weights w = softmax(s - log q) over them (the model's softmax, self-normalised), P of
 them resampled by w with replacement, and the new pool drawn uniformly from the old
 pool and the resample together (so a past hard negative stays with some probability).
-The refresh scores with this batch's encoding, before the optimiser step.
+The refresh scores with this batch's encoding, before the optimiser step. A row's first
+visit draws from a freshly filled pool, which that visit's refresh then merges as usual.
 """
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ OVERSAMPLE = 2  # uniform proposals per graph negative and round
 REJECTION_ROUNDS = 3  # then the rows still short draw from their dense weights
 MIN_ACCEPTANCE = 0.5  # a target whose proposals are accepted less often goes to its dense weights at once
 DENSE_PIECE_ENTRIES = 2**24  # [rows, N + 2] weights per piece of those rows
-TOLERANCE = 1e-9  # h_e accumulates in floating point
+TOLERANCE = 1e-9  # h_e accumulates in floating point; J is float32, so h_e + TOLERANCE is rounded to float32 in
+# the comparisons, and an overlap equal to h_e in float32 counts as eligible
 BYTES_PER_OVERLAP = 12  # an int64 key and a float32 value
 
 
@@ -121,7 +122,7 @@ class GNNOSampler(NegativeSampler):
         Param("gnno_pace", float, 0.01, "the hardness added at the end of each epoch", minimum=0),
         Param("gnno_max_hardness", float, 0.4, "h_max, the hardness stops rising here", minimum=0),
         Param("gnno_graph_mb", float, 4096.0, "the most MB the overlap graph may take on the device; a dataset "
-              "whose graph may exceed it is refused at start-up (8 bytes an entry)", minimum=0, minimum_exclusive=True),
+              "whose graph may exceed it is refused at start-up (12 bytes an entry)", minimum=0, minimum_exclusive=True),
         Param("gnno_window", int, 3, "items at most this many steps apart in a training sequence are neighbours "
               "in the graph; <= MAX_ITEM_LIST_LENGTH", minimum=1),
     )
@@ -132,7 +133,8 @@ class GNNOSampler(NegativeSampler):
         return (ordered(config, "gnno_graph_negatives", "neg_candidate_num")
                 + ordered(config, "gnno_top_m", "neg_candidate_num")
                 + ordered(config, "neg_num", "gnno_top_m", why="; GNNO draws the K negatives among the top-M")
-                + ordered(config, "gnno_window", "MAX_ITEM_LIST_LENGTH", why=", the prefix a row holds"))
+                + ordered(config, "gnno_window", "MAX_ITEM_LIST_LENGTH", why=", the prefix a row holds")
+                + ordered(config, "gnno_hardness", "gnno_max_hardness"))
 
     def __init__(self, config: Any, dataset: Dataset):
         super().__init__(config, dataset)
@@ -197,7 +199,7 @@ class GNNOSampler(NegativeSampler):
             for rows, exclusions in self.exclusion.pieces(batch, piece_rows):
                 chosen = torch.nonzero(short[rows]).squeeze(1)
                 if len(chosen):
-                    drawn[rows][chosen] = self._dense_draws(batch.pos_items[rows][chosen], exclusions, chosen, threshold)
+                    drawn[rows.start + chosen] = self._dense_draws(batch.pos_items[rows][chosen], exclusions, chosen, threshold)
         return drawn
 
     def acceptance(self) -> Tensor:
@@ -230,10 +232,10 @@ class GNNOSampler(NegativeSampler):
         self.epoch = epoch + 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "graph_nnz": self.overlap.nnz}
+        return {"epoch": self.epoch, "graph": [self.overlap.n, self.overlap.nnz]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["graph_nnz"] != self.overlap.nnz:
-            raise ValueError(f"the checkpoint's GNNO graph has {state['graph_nnz']} overlaps, this run's "
-                             f"{self.overlap.nnz}: resume it with the data that wrote it")
+        if list(state["graph"]) != [self.overlap.n, self.overlap.nnz]:
+            raise ValueError(f"the checkpoint's GNNO graph has (ids, overlaps) {tuple(state['graph'])}, this run's "
+                             f"{(self.overlap.n, self.overlap.nnz)}: resume it with the data that wrote it")
         self.epoch = state["epoch"]

@@ -7,7 +7,10 @@ q = sigmoid(s - s+) from earlier visits. The negatives are the memory's K ids of
 q + alpha_t sd(history): hard now and varying over time (false negatives score high
 stably). After the choice the memory keeps the best S1 of itself and S2 fresh uniform ids
 by current score (or a softmax(s / tau) sample without replacement), and every kept id
-appends its current q. A row is visited once per epoch, so W visits are W epochs.
+appends its current q. A row is visited once per epoch, so W visits are W epochs (under
+`neg_state_key: user` a user is visited once per batch holding one of its rows). Where a
+row's memory and fresh ids hold fewer than S1 distinct ids (a user who had nearly every
+item) the memory keeps repeats.
 """
 from __future__ import annotations
 
@@ -98,7 +101,7 @@ class SRNSSampler(NegativeSampler):
         history = self.state["history"][keys]
         count = torch.where(filled, self.state["count"][keys], 0)
         union = torch.cat([memory, pool[:, self.memory_size:]], 1)  # [B, S1 + S2]
-        scores = batch.score_detached(union)
+        scores = batch.score_detached(union).float()  # full precision under autocast (Gumbel keys, history)
         current = scores if self.raw else torch.sigmoid(scores - batch.pos_score().unsqueeze(1))
 
         sd = history_sd(history, count, self.min_history)
@@ -110,7 +113,7 @@ class SRNSSampler(NegativeSampler):
         union_count = torch.cat([count, count.new_zeros(len(keys), self.new_size)], 1)
         kept_history = union_history.gather(1, kept.unsqueeze(-1).expand(-1, -1, history.shape[-1]))
         kept_history = torch.cat([kept_history[..., 1:], current.gather(1, kept).unsqueeze(-1)], -1)
-        kept_count = (union_count.gather(1, kept) + 1).clamp(max=history.shape[-1])
+        kept_count = (union_count.gather(1, kept).long() + 1).clamp(max=history.shape[-1])
         self.state.write(keys, {"ids": union.gather(1, kept), "history": kept_history, "count": kept_count,
                                 "filled": torch.ones_like(keys, dtype=torch.bool)})
         return negatives
