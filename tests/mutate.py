@@ -366,8 +366,8 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "gnno_dense_draw_ignores_the_hardness", "recbole_mdcns/samplers/gnno.py",
-        "weights[where, cols] = torch.where(values <= threshold + TOLERANCE, values.exp(), 0.0)",
-        "weights[where, cols] = values.exp()",
+        "weights[:, :-1] = torch.where(overlap <= threshold + TOLERANCE, overlap.exp(), 0.0)",
+        "weights[:, :-1] = overlap.exp()",
         ("tests/test_baselines.py",),
         "GNNO's dense fallback (rows with few eligible ids) draws above the epoch's hardness",
     ),
@@ -391,6 +391,13 @@ MUTATIONS: list[Mutation] = [
         "return self.alpha",
         ("tests/test_baselines.py",),
         "SRNS's alpha_t does not warm up",
+    ),
+    Mutation(
+        "gnno_sparse_rows_shifted", "recbole_mdcns/samplers/gnno.py",
+        "dense[where, self.keys[index] - rows[where] * self.n] = self.values[index]",
+        "dense[where, (self.keys[index] - rows[where] * self.n + 1) % self.n] = self.values[index]",
+        ("tests/test_baselines.py",),
+        "GNNO's sparse overlap puts each row's entries one column off",
     ),
     Mutation(
         "gnno_accepts_every_eligible_id_alike", "recbole_mdcns/samplers/gnno.py",

@@ -353,8 +353,12 @@ def toy_graph_dataset() -> FakeDataset:
     return dataset
 
 
+def toy_overlap_matrix():
+    return jaccard_overlap(adjacency(*transition_pairs(CONFIG_FIELDS, toy_graph_dataset(), 3), 8))
+
+
 def toy_overlap():
-    return jaccard_overlap(adjacency(*transition_pairs(CONFIG_FIELDS, toy_graph_dataset(), 3), 8)).toarray()
+    return toy_overlap_matrix().toarray()
 
 
 def test_gnno_overlap_is_the_jaccard_of_the_window_graph():
@@ -380,16 +384,32 @@ def gnno_on_toy(target: int, rows: int, **keys):
     return sampler, batch
 
 
-@pytest.fixture(params=["rejection", "dense"])
+@pytest.fixture(params=[("rejection", gnno.SparseOverlap), ("dense", gnno.SparseOverlap),
+                        ("rejection", gnno.DenseOverlap), ("dense", gnno.DenseOverlap)],
+                ids=["rejection-sparse", "dense-sparse", "rejection-dense", "dense-dense"])
 def gnno_path(request, monkeypatch):
-    """Force GNNO's graph draws through one path: rejection for every row (with rounds
-    enough to fill), or the dense weights for every row."""
-    if request.param == "rejection":
+    """Force GNNO's graph draws through one path, rejection for every row (with rounds
+    enough to fill) or the dense weights for every row, and its overlap into one storage."""
+    path, storage = request.param
+    if path == "rejection":
         monkeypatch.setattr(gnno, "MIN_ACCEPTANCE", 0.0)
         monkeypatch.setattr(gnno, "REJECTION_ROUNDS", 400)
     else:
         monkeypatch.setattr(gnno, "MIN_ACCEPTANCE", 2.0)
+    monkeypatch.setattr(gnno, "overlap_on_device", storage)
     return request.param
+
+
+def test_gnno_sparse_and_dense_overlaps_agree():
+    torch.manual_seed(17)
+    matrix = toy_overlap_matrix()
+    sparse, dense = gnno.SparseOverlap(matrix, "cpu"), gnno.DenseOverlap(matrix, "cpu")
+    rows, cols = torch.randint(0, 8, (50, 1)), torch.randint(0, 8, (50, 9))
+    assert torch.equal(sparse(rows, cols), dense(rows, cols))
+    assert torch.equal(sparse.dense_rows(torch.arange(8)), dense.dense_rows(torch.arange(8)))
+    for threshold in (0.05, 0.4, 1.0):
+        assert torch.allclose(sparse.weight_sums(threshold), dense.weight_sums(threshold))
+    assert sparse.nnz == dense.nnz
 
 
 def test_gnno_never_draws_above_the_hardness_and_admits_an_item_at_its_epoch(gnno_path):

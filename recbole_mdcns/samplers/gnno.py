@@ -3,8 +3,9 @@ paper's port runs it.
 
 Once, from the training split: the item-transition graph A (items within `gnno_window`
 steps of each other in a user's training sequence, binary, undirected) and the
-neighbourhood overlap J_ij = |N(i) & N(j)| / |N(i) | N(j)| (Jaccard, from A A^T), its
-stored entries kept on the model's device as sorted (row, column) keys. Per batch: g graph
+neighbourhood overlap J_ij = |N(i) & N(j)| / |N(i) | N(j)| (Jaccard, from A A^T), kept on
+the model's device as sorted (row, column) keys of its entries, or as a dense matrix where
+that is smaller. Per batch: g graph
 negatives drawn with weights exp(J(t, j)) among the items whose overlap with the target t
 is at most the epoch's hardness h_e = min(h_0 + pace * epoch, h_max) (items with no
 overlap count, with weight 1; the excluded ids never), joined to C - g uniform
@@ -60,11 +61,11 @@ def adjacency(sources: np.ndarray, targets: np.ndarray, n_ids: int) -> sp.csr_ma
     return graph
 
 
-def overlap_entries_bound(graph: sp.csr_matrix) -> int:
-    """An upper bound on the stored entries of the overlap: each item with d neighbours
-    relates at most d^2 pairs, and there are at most n_ids^2."""
+def overlap_bytes_bound(graph: sp.csr_matrix) -> int:
+    """An upper bound on the device bytes of the overlap: each item with d neighbours relates
+    at most d^2 pairs (12 bytes an entry), and a dense matrix takes 4 bytes a pair."""
     degree = np.diff(graph.indptr).astype(np.float64)
-    return int(min((degree ** 2).sum(), float(graph.shape[0]) ** 2))
+    return int(min((degree ** 2).sum() * BYTES_PER_OVERLAP, float(graph.shape[0]) ** 2 * 4))
 
 
 def jaccard_overlap(graph: sp.csr_matrix) -> sp.csr_matrix:
@@ -75,39 +76,67 @@ def jaccard_overlap(graph: sp.csr_matrix) -> sp.csr_matrix:
     return sp.csr_matrix((common.data / union, (common.row, common.col)), shape=graph.shape)
 
 
-class PairLookup:
-    """The stored entries of a sparse [n, n] matrix on a device, looked up by (row, column)
-    pairs: one sorted int64 key per entry (row * n + column) and its float32 value."""
+class SparseOverlap:
+    """The stored entries of a sparse [n, n] overlap on a device: one sorted int64 key per
+    entry (row * n + column) and its float32 value."""
 
     def __init__(self, matrix: sp.csr_matrix, device: Any):
         coo = matrix.tocoo()
-        n = matrix.shape[0]
-        keys = coo.row.astype(np.int64) * n + coo.col
+        self.n = matrix.shape[0]
+        keys = coo.row.astype(np.int64) * self.n + coo.col
         order = np.argsort(keys, kind="stable")
-        self.n = n
         self.keys = torch.as_tensor(keys[order], device=device)
         self.values = torch.as_tensor(coo.data[order], dtype=torch.float, device=device)
-
-    @property
-    def nnz(self) -> int:
-        return len(self.keys)
+        self.nnz = len(self.keys)
 
     def __call__(self, rows: Tensor, cols: Tensor) -> Tensor:
-        """The values at (rows [B, 1] or [B, n], cols [B, n]), 0 where nothing is stored."""
+        """The overlaps at (rows [B, 1], cols [B, n]): [B, n], 0 where nothing is stored."""
         keys = rows * self.n + cols
         if not self.nnz:
             return torch.zeros(keys.shape, device=keys.device)
         at = torch.searchsorted(self.keys, keys).clamp(max=self.nnz - 1)
         return torch.where(self.keys[at] == keys, self.values[at], 0.0)
 
-    def row_entries(self, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The stored entries of the rows `rows` [r]: each one's position in `rows`, column and value."""
+    def dense_rows(self, rows: Tensor) -> Tensor:
+        """The rows `rows` [r] in full: [r, n]."""
         start = torch.searchsorted(self.keys, rows * self.n)
         count = torch.searchsorted(self.keys, (rows + 1) * self.n) - start
         where = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), count)
         offset = torch.arange(len(where), device=rows.device) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
         index = start[where] + offset
-        return where, self.keys[index] % self.n, self.values[index]
+        dense = torch.zeros(len(rows), self.n, device=rows.device)
+        dense[where, self.keys[index] - rows[where] * self.n] = self.values[index]
+        return dense
+
+    def weight_sums(self, threshold: float) -> Tensor:
+        """Each row's sum over columns 1..n-1 of exp(J) 1[J <= threshold] (exp(0) where nothing is stored): [n]."""
+        extra = torch.where(self.values <= threshold + TOLERANCE, self.values.exp() - 1, -1.0)
+        return (self.n - 1) + torch.zeros(self.n, device=self.values.device).index_add_(0, self.keys // self.n, extra)
+
+
+class DenseOverlap:
+    """The overlap as a dense [n, n] float32 matrix on a device: the smaller form where a
+    third or more of the pairs overlap (dense data such as ml-100k)."""
+
+    def __init__(self, matrix: sp.csr_matrix, device: Any):
+        self.matrix = torch.as_tensor(matrix.toarray(), dtype=torch.float, device=device)
+        self.n = matrix.shape[0]
+        self.nnz = matrix.nnz
+
+    def __call__(self, rows: Tensor, cols: Tensor) -> Tensor:
+        return self.matrix[rows, cols]
+
+    def dense_rows(self, rows: Tensor) -> Tensor:
+        return self.matrix.index_select(0, rows)
+
+    def weight_sums(self, threshold: float) -> Tensor:
+        return torch.where(self.matrix <= threshold + TOLERANCE, self.matrix.exp(), 0.0)[:, 1:].sum(1)
+
+
+def overlap_on_device(matrix: sp.csr_matrix, device: Any) -> SparseOverlap | DenseOverlap:
+    """The overlap in its smaller form: dense (4 bytes a pair) or sparse (12 bytes an entry)."""
+    dense = matrix.shape[0] ** 2 * 4 <= matrix.nnz * BYTES_PER_OVERLAP
+    return (DenseOverlap if dense else SparseOverlap)(matrix, device)
 
 
 @register("GNNO")
@@ -122,7 +151,7 @@ class GNNOSampler(NegativeSampler):
         Param("gnno_pace", float, 0.01, "the hardness added at the end of each epoch", minimum=0),
         Param("gnno_max_hardness", float, 0.4, "h_max, the hardness stops rising here", minimum=0),
         Param("gnno_graph_mb", float, 4096.0, "the most MB the overlap graph may take on the device; a dataset "
-              "whose graph may exceed it is refused at start-up (12 bytes an entry)", minimum=0, minimum_exclusive=True),
+              "whose graph may exceed it is refused at start-up (12 bytes an entry, or 4 a pair where dense is smaller)", minimum=0, minimum_exclusive=True),
         Param("gnno_window", int, 3, "items at most this many steps apart in a training sequence are neighbours "
               "in the graph; <= MAX_ITEM_LIST_LENGTH", minimum=1),
     )
@@ -145,13 +174,13 @@ class GNNOSampler(NegativeSampler):
         self.max_hardness: float = config["gnno_max_hardness"]
         self.epoch = 0
         graph = adjacency(*transition_pairs(config, dataset, config["gnno_window"]), dataset.item_num)
-        bound_mb = overlap_entries_bound(graph) * BYTES_PER_OVERLAP / 2**20
+        bound_mb = overlap_bytes_bound(graph) / 2**20
         if bound_mb > config["gnno_graph_mb"]:
             raise ConfigError([f"gnno_graph_mb = {config['gnno_graph_mb']}: GNNO's overlap graph of dataset "
                                f"{config['dataset']!r} may take up to {bound_mb:,.3g} MB (its items with many "
                                "neighbours relate many pairs); raise gnno_graph_mb if the device holds it, or "
                                "lower gnno_window"])
-        self.overlap = PairLookup(jaccard_overlap(graph), self.device)
+        self.overlap = overlap_on_device(jaccard_overlap(graph), self.device)
         self._acceptance: tuple[int, Tensor] = (-1, torch.zeros(0))  # (epoch, acceptance())
 
     def threshold(self) -> float:
@@ -207,18 +236,15 @@ class GNNOSampler(NegativeSampler):
         exclusions aside: sum_j w(t, j) / (N exp(h_e)) [N + 1] (cached per epoch)."""
         if self._acceptance[0] != self.epoch:
             threshold = self.threshold()
-            rows, values = self.overlap.keys // self.overlap.n, self.overlap.values
-            mass = torch.zeros(self.n_items + 1, device=self.device).index_add_(
-                0, rows, torch.where(values <= threshold + TOLERANCE, values.exp() - 1, -1.0))
-            self._acceptance = (self.epoch, (self.n_items + mass) / (self.n_items * math.exp(threshold)))
+            self._acceptance = (self.epoch, self.overlap.weight_sums(threshold) / (self.n_items * math.exp(threshold)))
         return self._acceptance[1]
 
     def _dense_draws(self, targets: Tensor, exclusions: RowExclusions, chosen: Tensor, threshold: float) -> Tensor:
         """g ids per row [r, g] from each row's weights over the whole catalogue, its
         excluded ids (`exclusions` rows `chosen`) at 0; uniform ids where none is eligible."""
-        weights = torch.ones(len(targets), self.n_items + 2, device=self.device)  # ids 0..N and the pad N+1
-        where, cols, values = self.overlap.row_entries(targets)
-        weights[where, cols] = torch.where(values <= threshold + TOLERANCE, values.exp(), 0.0)
+        overlap = self.overlap.dense_rows(targets)  # [r, N + 1]
+        weights = torch.zeros(len(targets), self.n_items + 2, device=self.device)  # and the pad N+1
+        weights[:, :-1] = torch.where(overlap <= threshold + TOLERANCE, overlap.exp(), 0.0)
         weights[:, 0] = 0
         weights.scatter_(1, targets.unsqueeze(1), 0)
         weights.scatter_(1, exclusions.ids()[chosen], 0)  # the pad N+1 stands for "not excluded"
