@@ -20,7 +20,7 @@ from recbole_mdcns.params import ConfigError
 TARGET_INDEX_FIELD = "recbole_mdcns_target_index"  # a training row's target index, added to its inter_feat
 
 
-def _sequence_fields(config: Any) -> tuple[str, str, str, str]:
+def sequence_fields(config: Any) -> tuple[str, str, str, str]:
     item = config["ITEM_ID_FIELD"]
     return config["USER_ID_FIELD"], item, item + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
 
@@ -30,7 +30,7 @@ def target_indices(config: Any, dataset: Dataset) -> Tensor:
     row's rank among the user's rows. RecBole writes a user's rows together, in time
     order; a row whose prefix is not truncated must have index = prefix length, which
     is checked (a shuffled split fails it and is reported)."""
-    user_field, _, _, length_field = _sequence_fields(config)
+    user_field, _, _, length_field = sequence_fields(config)
     inter = dataset.inter_feat
     users, lengths = inter[user_field], inter[length_field]
     if len(users) == 0:
@@ -64,7 +64,7 @@ class UserHistory:
         """`with_first=False`: the items alone (no first index, no check of the rows' order)."""
         if is_longest_prefix(dataset):
             raise ValueError("UserHistory needs the whole training split, not the longest-prefix rows built from it")
-        user_field, item_field, seq_field, length_field = _sequence_fields(config)
+        user_field, item_field, seq_field, length_field = sequence_fields(config)
         inter = dataset.inter_feat
         n_ids, n_rows = dataset.item_num, len(inter[user_field])
         seq = inter[seq_field]

@@ -63,6 +63,19 @@ def ordered(config: Any, small: str, large: str, strict: bool = False, why: str 
     return [f"{small} = {a}: must be {'below' if strict else '<='} {large} ({b}){why}"]
 
 
+def occurrence_index(keys: Tensor) -> Tensor:
+    """For each position, how many earlier positions hold the same key: [n]."""
+    order = torch.argsort(keys, stable=True)
+    sorted_keys = keys[order]
+    positions = torch.arange(len(keys), device=keys.device)
+    starts = torch.ones_like(sorted_keys, dtype=torch.bool)
+    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    rank_sorted = positions - torch.cummax(torch.where(starts, positions, 0), dim=0).values
+    rank = torch.empty_like(rank_sorted)
+    rank[order] = rank_sorted
+    return rank
+
+
 def register(name: str):
     """Class decorator: make a sampler available as `sampler: <name>` (any case)."""
 

@@ -27,24 +27,11 @@ from torch import Tensor
 
 from recbole_mdcns.dpp import greedy_map, sample_k_dpp
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import CANDIDATE_PARAM, NegativeSampler, ordered, register
+from recbole_mdcns.samplers.base import CANDIDATE_PARAM, NegativeSampler, occurrence_index, ordered, register
 from recbole_mdcns.scoring import EncodedBatch
 
 MAX_GROUP_ELEMENTS = 1 << 22  # padded features per k-DPP call
 BUFFERS = ("cache_users", "cache_items", "cache_scores", "hard_users", "hard_items", "used_users", "used_items")
-
-
-def occurrence_index(keys: Tensor) -> Tensor:
-    """For each position, how many earlier positions hold the same key: [n]."""
-    order = torch.argsort(keys, stable=True)
-    sorted_keys = keys[order]
-    positions = torch.arange(len(keys), device=keys.device)
-    starts = torch.ones_like(sorted_keys, dtype=torch.bool)
-    starts[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    rank_sorted = positions - torch.cummax(torch.where(starts, positions, 0), dim=0).values
-    rank = torch.empty_like(rank_sorted)
-    rank[order] = rank_sorted
-    return rank
 
 
 def mean_pairwise_distance(users: Tensor, items: Tensor, unit_emb: Tensor, n_users: int) -> float:

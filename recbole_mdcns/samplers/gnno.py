@@ -26,6 +26,7 @@ import torch
 from recbole.data.dataset import Dataset
 from torch import Tensor
 
+from recbole_mdcns.history import sequence_fields
 from recbole_mdcns.params import ConfigError, Param
 from recbole_mdcns.samplers.base import NegativeSampler, RowExclusions, ordered, register
 from recbole_mdcns.samplers.dns import draw_top_m
@@ -43,9 +44,9 @@ BYTES_PER_OVERLAP = 12  # an int64 key and a float32 value
 def transition_pairs(config: Any, dataset: Dataset, window: int) -> tuple[np.ndarray, np.ndarray]:
     """The pairs (x_j, x_j+k), k <= window, of every user's training sequence: each
     training row's target with the last `window` items of its prefix."""
+    _, item_field, seq_field, length_field = sequence_fields(config)
     inter = dataset.inter_feat
-    item_field = config["ITEM_ID_FIELD"]
-    seq, length = inter[item_field + config["LIST_SUFFIX"]], inter[config["ITEM_LIST_LENGTH_FIELD"]]
+    seq, length = inter[seq_field], inter[length_field]
     back = length.unsqueeze(1) - torch.arange(1, window + 1)  # prefix positions 1..window steps back
     earlier = seq.gather(1, back.clamp(min=0)).masked_fill(back < 0, 0)
     target = inter[item_field].unsqueeze(1).expand_as(earlier)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from recbole_mdcns.history import target_indices
 from recbole_mdcns.params import Param
+from recbole_mdcns.samplers.base import occurrence_index
 from recbole_mdcns.scoring import EncodedBatch
 
 STATE_KEY_PARAM = Param(
@@ -62,7 +63,7 @@ class RowState:
         """Store each row's new values. Row keys are distinct within a batch; of a user's rows
         (under `user`) the first in the batch wins, so the result does not depend on the device."""
         if self.start is None:
-            first = first_occurrence(keys)
+            first = occurrence_index(keys) == 0
             keys, values = keys[first], {name: value[first] for name, value in values.items()}
         for name, value in values.items():
             self.tensors[name][keys] = value.to(self.tensors[name].dtype)
@@ -94,14 +95,3 @@ class RowState:
                 raise ValueError(f"the checkpoint's sampler state {name} has shape {tuple(state[name].shape)}, this "
                                  f"run's {tuple(tensor.shape)}: resume it with the data and keys that wrote it")
             tensor.copy_(state[name])
-
-
-def first_occurrence(keys: Tensor) -> Tensor:
-    """Whether each position holds the first occurrence of its key: [n] bool."""
-    order = torch.argsort(keys, stable=True)
-    sorted_keys = keys[order]
-    first_sorted = torch.ones_like(sorted_keys, dtype=torch.bool)
-    first_sorted[1:] = sorted_keys[1:] != sorted_keys[:-1]
-    first = torch.empty_like(first_sorted)
-    first[order] = first_sorted
-    return first
