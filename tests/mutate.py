@@ -229,6 +229,20 @@ MUTATIONS: list[Mutation] = [
         "distillation over [positive, candidates] when asked for the candidates alone, and back",
     ),
     Mutation(
+        "mdcns_kd_reduction_ignored", "recbole_mdcns/samplers/mdcns.py",
+        "consensus_distillation(z_self, z_peer, w.tau, w.kd_reduction)",
+        "consensus_distillation(z_self, z_peer, w.tau)",
+        ("tests/test_mdcns.py::test_distillation_covers_the_positive_only_when_asked",),
+        "mdcns_kd_reduction: sum still averages the KL over the rows",
+    ),
+    Mutation(
+        "mdcns_kd_sum_is_mean", "recbole_mdcns/samplers/mdcns.py",
+        'reduction="sum" if reduction == "sum" else "batchmean"',
+        'reduction="batchmean"',
+        ("tests/test_mdcns.py::test_distillation_sums_over_rows_as_the_official_code_when_asked",),
+        "the official batch sum of the KL computed as a mean",
+    ),
+    Mutation(
         "mdcns_peer_config_ignored", "recbole_mdcns/samplers/mdcns.py",
         "**(overrides or {}),",
         "",

@@ -54,7 +54,19 @@ def test_distillation_is_zero_on_agreement_positive_otherwise_with_the_right_gra
     assert z_peer.grad is None or z_peer.grad.abs().sum() == 0  # no gradient through the teacher
 
 
-WEIGHTS = dict(alpha=1.0, beta=1.0, gamma=1.0, kd_weight=10.0, tau=1.0, kd_with_positive=True, single_source=False)
+def test_distillation_sums_over_rows_as_the_official_code_when_asked():
+    torch.manual_seed(3)
+    z_self, z_peer = torch.randn(6, 5), torch.randn(6, 5)
+    mean_self, mean_peer = consensus_distillation(z_self, z_peer, tau=1.5)
+    sum_self, sum_peer = consensus_distillation(z_self, z_peer, tau=1.5, reduction="sum")
+    assert sum_self.item() == pytest.approx(6 * mean_self.item(), rel=1e-6)
+    assert sum_peer.item() == pytest.approx(6 * mean_peer.item(), rel=1e-6)
+    # the sum of the rows' own KLs, each computed on its own
+    rows = [consensus_distillation(z_self[i:i + 1], z_peer[i:i + 1], tau=1.5)[0].item() for i in range(6)]
+    assert sum_self.item() == pytest.approx(sum(rows), rel=1e-6)
+
+
+WEIGHTS = dict(alpha=1.0, beta=1.0, gamma=1.0, kd_weight=10.0, kd_reduction="mean", tau=1.0, kd_with_positive=True, single_source=False)
 
 
 def weights(**changes) -> MDCNSWeights:
@@ -82,15 +94,16 @@ def test_each_model_is_ranked_on_every_view_with_its_weight():
     assert single_peer.item() == pytest.approx(bpr(-0.2, 0.9), rel=1e-6)
 
 
-@pytest.mark.parametrize("with_positive", [True, False])
-def test_distillation_covers_the_positive_only_when_asked(with_positive):
+@pytest.mark.parametrize("with_positive,reduction", [(True, "mean"), (False, "mean"), (True, "sum")])
+def test_distillation_covers_the_positive_only_when_asked(with_positive, reduction):
     torch.manual_seed(2)
     p_self, p_peer, s_self, s_peer = torch.randn(5), torch.randn(5), torch.randn(5, 4), torch.randn(5, 4)
     chosen = select_negatives(s_self, s_peer, 1.0, 1, 1, "mean")
-    kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, weights(kd_weight=3.0, tau=2.0, kd_with_positive=with_positive), RankingLoss("BCE"))[2]
+    w = weights(kd_weight=3.0, tau=2.0, kd_with_positive=with_positive, kd_reduction=reduction)
+    kd = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, w, RankingLoss("BCE"))[2]
     z_self = torch.cat([p_self.unsqueeze(1), s_self], 1) if with_positive else s_self
     z_peer = torch.cat([p_peer.unsqueeze(1), s_peer], 1) if with_positive else s_peer
-    assert kd.item() == pytest.approx(3.0 * sum(consensus_distillation(z_self, z_peer, 2.0)).item(), rel=1e-6)
+    assert kd.item() == pytest.approx(3.0 * sum(consensus_distillation(z_self, z_peer, 2.0, reduction)).item(), rel=1e-6)
 
 
 def test_each_ablation_switch_changes_exactly_its_part():

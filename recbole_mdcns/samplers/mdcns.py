@@ -42,6 +42,7 @@ class MDCNSWeights:
     beta: float  # the other model's view
     gamma: float  # the teacher's view
     kd_weight: float
+    kd_reduction: str  # `mean` or `sum` of the KL over the batch's rows
     tau: float
     kd_with_positive: bool
     single_source: bool  # each model trains on its own view only
@@ -56,13 +57,14 @@ def select_negatives(s_self: Tensor, s_peer: Tensor, omega: float, top_m: int, n
     return {name: draw_top_m(score + omega * divergence, top_m, num) for name, score in views.items()}
 
 
-def consensus_distillation(z_self: Tensor, z_peer: Tensor, tau: float) -> tuple[Tensor, Tensor]:
-    """tau^2 KL(T || softmax(z / tau)) per student, mean over rows, with the teacher
-    T = softmax(stopgrad((z_self + z_peer) / 2) / tau). Logits are [B, n]."""
+def consensus_distillation(z_self: Tensor, z_peer: Tensor, tau: float, reduction: str = "mean") -> tuple[Tensor, Tensor]:
+    """tau^2 KL(T || softmax(z / tau)) per student, the `mean` or the `sum` over rows, with
+    the teacher T = softmax(stopgrad((z_self + z_peer) / 2) / tau). Logits are [B, n]."""
     target = F.log_softmax(((z_self + z_peer) / 2).detach() / tau, dim=1)
 
     def kl(z: Tensor) -> Tensor:
-        return tau**2 * F.kl_div(F.log_softmax(z / tau, dim=1), target, log_target=True, reduction="batchmean")
+        return tau**2 * F.kl_div(F.log_softmax(z / tau, dim=1), target, log_target=True,
+                                 reduction="sum" if reduction == "sum" else "batchmean")
 
     return kl(z_self), kl(z_peer)
 
@@ -89,7 +91,7 @@ def mdcns_losses(
         z_self, z_peer = torch.cat([p_self.unsqueeze(1), s_self], 1), torch.cat([p_peer.unsqueeze(1), s_peer], 1)
     else:
         z_self, z_peer = s_self, s_peer
-    kd_self, kd_peer = consensus_distillation(z_self, z_peer, w.tau)
+    kd_self, kd_peer = consensus_distillation(z_self, z_peer, w.tau, w.kd_reduction)
     return self_loss, peer_loss, w.kd_weight * (kd_self + kd_peer)
 
 
@@ -147,7 +149,11 @@ class MDCNSSampler(NegativeSampler):
         Param("mdcns_teacher", str, "mean", "`mean` (official code) or `sum` (paper) of the two scores",
               choices=("mean", "sum")),
         Param("mdcns_tau", float, 1.0, "distillation temperature, > 0", minimum=0, minimum_exclusive=True),
-        Param("mdcns_kd_weight", float, 10.0, "weight of the per-row mean KL; 0 = no distillation", minimum=0),
+        Param("mdcns_kd_weight", float, 10.0, "weight of the distillation; 0 = none. 10 with the per-row mean equals "
+              "the official 0.01 with a batch sum at 1,000 rows a batch", minimum=0),
+        Param("mdcns_kd_reduction", str, "mean", "the KL over a batch's rows: `mean` (the strength does not depend on "
+              "the batch size) or `sum` (the official code's: with weight 0.01 its setting at any batch size)",
+              choices=("mean", "sum")),
         Param("mdcns_kd_with_positive", bool, True, "distil over [positive, candidates] (false: candidates only)"),
         Param("mdcns_single_source", bool, False, "each model trains on its own view only"),
     )
@@ -178,7 +184,7 @@ class MDCNSSampler(NegativeSampler):
         self.teacher: str = config["mdcns_teacher"]
         self.weights = MDCNSWeights(
             alpha=config["mdcns_alpha"], beta=config["mdcns_beta"], gamma=config["mdcns_gamma"],
-            kd_weight=config["mdcns_kd_weight"], tau=config["mdcns_tau"],
+            kd_weight=config["mdcns_kd_weight"], kd_reduction=config["mdcns_kd_reduction"], tau=config["mdcns_tau"],
             kd_with_positive=config["mdcns_kd_with_positive"], single_source=config["mdcns_single_source"],
         )
         peer_config = PeerConfig(config, config["mdcns_peer_model"], config["mdcns_peer_config"])
@@ -200,5 +206,6 @@ class MDCNSSampler(NegativeSampler):
             agree = (picks["self"] == picks["peer"]) & (picks["peer"] == picks["teacher"])
             self.record("views_agree", agree.float().mean())
             if self.weights.kd_weight > 0:
-                self.record("kl", losses[2] / self.weights.kd_weight)
+                per_row = batch.size if self.weights.kd_reduction == "sum" else 1
+                self.record("kl", losses[2] / (self.weights.kd_weight * per_row))
         return losses
