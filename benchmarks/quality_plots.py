@@ -55,33 +55,36 @@ def _ndcg_figure(plt: Any, panels: Panels, published: dict[str, Any]) -> Any:
 
 
 def _diagnostics_figure(plt: Any, panels: Panels) -> Any:
-    """Per-epoch means over seeds of the samplers' diagnostics, three panels per (dataset, model)."""
+    """Per-epoch means over seeds of the samplers' diagnostics, four panels per (dataset, model)."""
     # one colour per row name in every panel (20 distinct ones); a figure's second line is dashed
     names = list(dict.fromkeys(row_name(s, v) for _, rows in panels for s, v in rows))
     colors = {name: plt.get_cmap("tab20")(i % 20) for i, name in enumerate(names)}
-    fig, axes = plt.subplots(len(panels), 3, figsize=(15, 3.8 * len(panels)), squeeze=False)
+    fig, axes = plt.subplots(len(panels), 4, figsize=(20, 3.8 * len(panels)), squeeze=False)
     for row_axes, ((dataset, model), rows) in zip(axes, panels):
-        hard, divns, mdcns = row_axes
+        hard, false_negatives, divns, mdcns = row_axes
         for (sampler, variant), runs in rows.items():
             label = row_name(sampler, variant)
-            epochs, values = _per_epoch_mean(runs, "neg_score")
-            if epochs:
-                hard.plot(epochs, values, marker=".", color=colors[label], label=label)
+            for ax, name in ((hard, "neg_score"), (false_negatives, "false_negatives")):
+                epochs, values = _per_epoch_mean(runs, name)
+                if epochs:
+                    ax.plot(epochs, values, marker=".", color=colors[label], label=label)
             figures = {"divns": (divns, ("diverse_distance", "hard_distance")),
                        "mdcns": (mdcns, ("divergence", "views_agree"))}.get(sampler.lower())
             for name, style in zip(figures[1] if figures else (), ("-", "--")):
                 epochs, values = _per_epoch_mean(runs, name)
                 if epochs:
                     figures[0].plot(epochs, values, style, marker=".", color=colors[label], label=f"{label} {name}")
-        for ax, title in ((hard, "negative hardness (neg_score)"),
-                          (divns, "DivNS: diverse vs hard distance"),
-                          (mdcns, "MDCNS: divergence, views_agree")):
+        for ax, title, empty in ((hard, "negative hardness (neg_score)", "not in the plan"),
+                                 (false_negatives, "false negatives: share among the user's later items",
+                                  "not recorded by these runs"),
+                                 (divns, "DivNS: diverse vs hard distance", "not in the plan"),
+                                 (mdcns, "MDCNS: divergence, views_agree", "not in the plan")):
             ax.set_title(f"{dataset}, {model}: {title}", fontsize=9)
             ax.set_xlabel("epoch")
             if ax.lines:
                 ax.legend(fontsize=6)
             else:
-                ax.text(0.5, 0.5, "not in the plan", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
     return fig
 
 

@@ -5,11 +5,12 @@ its prefix, truncated to the last MAX_ITEM_LIST_LENGTH items. A row's *target in
 is the target's 0-based position in its user's whole training sequence; from it and
 the rows' items follow the first index at which each user had each item, so "the items
 before position q" is a comparison, whatever the truncation. The negative samplers'
-exclusion and the masked evaluation read these tables.
+exclusion and the masked evaluation read these tables; the false-negative diagnostic
+reads the same tables built over the whole dataset, validation and test targets included.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from recbole.data.dataset import Dataset
@@ -58,9 +59,10 @@ def add_target_index(config: Any, dataset: Dataset) -> None:
 class UserHistory:
     """Each user's distinct training items, sorted, with the first index at which the
     user had each: `items` [U, W] padded with `pad`, `first` [U, W] (padding: beyond
-    any index), both int32, and `counts` [U] (on the CPU). Built without a loop over users."""
+    any index), both int32, and `counts` [U] (on the CPU). Built without a loop over users.
+    `with_last` adds `last` [U, W], the last index at which the user had each (padding: -1)."""
 
-    def __init__(self, config: Any, dataset: Dataset, pad: int, with_first: bool = True):
+    def __init__(self, config: Any, dataset: Dataset, pad: int, with_first: bool = True, with_last: bool = False):
         """`with_first=False`: the items alone (no first index, no check of the rows' order)."""
         if is_longest_prefix(dataset):
             raise ValueError("UserHistory needs the whole training split, not the longest-prefix rows built from it")
@@ -68,7 +70,7 @@ class UserHistory:
         inter = dataset.inter_feat
         n_ids, n_rows = dataset.item_num, len(inter[user_field])
         seq = inter[seq_field]
-        target_index = target_indices(config, dataset) if with_first else inter[length_field]
+        target_index = target_indices(config, dataset) if with_first or with_last else inter[length_field]
         # a row's prefix item j sits at index target_index - length + j of the user's sequence
         prefix_index = (target_index - inter[length_field]).unsqueeze(1) + torch.arange(seq.shape[1])
         items = torch.cat([inter[item_field].unsqueeze(1), seq], 1).reshape(-1)
@@ -90,13 +92,19 @@ class UserHistory:
         self.items[pair_users, col] = pair_items.int()
         self.first[pair_users, col] = first.int()
         self.counts = counts
+        self.last: Optional[Tensor] = None
+        if with_last:
+            last = torch.full((len(pairs),), -1).scatter_reduce(0, slot, index[keep], reduce="amax")
+            self.last = torch.full((dataset.user_num, width), -1, dtype=torch.int32)
+            self.last[pair_users, col] = last.int()
         if not with_first:  # indices counted from the row's prefix length alone mean nothing
             self.first = None
 
     def to(self, device: Any) -> "UserHistory":
-        """Move `items` and `first` (`counts` stays on the CPU, read at start-up only)."""
+        """Move `items`, `first` and `last` (`counts` stays on the CPU, read at start-up only)."""
         self.items = self.items.to(device)
         self.first = None if self.first is None else self.first.to(device)
+        self.last = None if self.last is None else self.last.to(device)
         return self
 
 

@@ -243,6 +243,20 @@ MUTATIONS: list[Mutation] = [
         "the official batch sum of the KL computed as a mean",
     ),
     Mutation(
+        "false_negatives_include_the_target", "recbole_mdcns/samplers/false_negatives.py",
+        "last.index_select(0, users[rows]) > target_index[rows]",
+        "last.index_select(0, users[rows]) >= target_index[rows]",
+        ("tests/test_false_negatives.py::test_a_hand_counted_case",),
+        "the row's own target counted as a later item",
+    ),
+    Mutation(
+        "false_negatives_by_first_visit", "recbole_mdcns/history.py",
+        'scatter_reduce(0, slot, index[keep], reduce="amax")',
+        'scatter_reduce(0, slot, index[keep], reduce="amin")',
+        ("tests/test_false_negatives.py::test_a_hand_counted_case",),
+        "an item the user had before and has again later is not counted as later",
+    ),
+    Mutation(
         "mdcns_peer_config_ignored", "recbole_mdcns/samplers/mdcns.py",
         "**(overrides or {}),",
         "",

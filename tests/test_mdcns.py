@@ -250,7 +250,7 @@ def test_an_epoch_reports_the_three_loss_parts_and_the_diagnostics_behind_them(t
     run = build_experiment(Config("SASRec", config_dict=keys))
     self_rank, peer_rank, kd = run.trainer._train_epoch(run.train_data, 0)
     diagnostics = run.trainer.diagnostics
-    assert set(diagnostics) == {"neg_score", "divergence", "views_agree", "kl"}
+    assert set(diagnostics) == {"neg_score", "divergence", "views_agree", "kl", "false_negatives"}
     # train_loss3 sums the weighted distillation over the batches; kl is its per-batch mean, unweighted
     assert kd / len(run.train_data) == pytest.approx(4.0 * diagnostics["kl"], rel=1e-4)
     assert self_rank > 0 and peer_rank > 0 and diagnostics["divergence"] > 0

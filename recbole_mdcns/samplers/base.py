@@ -15,7 +15,7 @@ import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional, Union
 
 import torch
 from recbole.data.dataset import Dataset
@@ -25,6 +25,9 @@ from recbole_mdcns.losses import LOSSES, RankingLoss
 from recbole_mdcns.params import ConfigError, Param, validate_params
 from recbole_mdcns.history import UserHistory
 from recbole_mdcns.scoring import EncodedBatch
+
+if TYPE_CHECKING:
+    from recbole_mdcns.samplers.false_negatives import LaterItems
 
 Loss = Union[Tensor, tuple[Tensor, ...]]
 
@@ -155,6 +158,7 @@ class NegativeSampler:
         self.n_items = dataset.item_num - 1  # ids 1..N; 0 is padding
         self.exclusion = ExclusionSets(config, dataset)
         self.co_trained: dict[str, CoTrained] = {}
+        self.later_items: Optional["LaterItems"] = None  # the false-negative diagnostic, when watched
         self._sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         self._counts: dict[str, int] = defaultdict(int)
         problems = self.check_dataset()
@@ -262,7 +266,9 @@ class NegativeSampler:
 
     def negative_embeddings(self, batch: EncodedBatch) -> Tensor:
         """Negative item embeddings [B, K, d], with gradient."""
-        return batch.item_rows(self.sample(batch))
+        negatives = self.sample(batch)
+        self.chose(batch, negatives)
+        return batch.item_rows(negatives)
 
     def loss(self, batch: EncodedBatch, co_batches: Mapping[str, EncodedBatch] = NO_CO_BATCHES) -> Loss:
         """The training loss of one batch (a tuple is logged part by part), from self's
@@ -273,9 +279,11 @@ class NegativeSampler:
             neg_score = batch.seq_emb @ batch.item_rows(negatives).T  # [B, K]: one product for the batch
             valid = ~self.exclusion.contains(batch, negatives.expand(batch.size, -1))
             log_q = log_q.expand_as(neg_score) if self.log_q else None
+            self.chose(batch, negatives.expand(batch.size, -1), valid)
         elif self.log_q:
             negatives, log_q = self.sample_with_log_q(batch)
             neg_score = batch.score(negatives)
+            self.chose(batch, negatives)
         else:
             log_q, neg_score = None, batch.score_embeddings(self.negative_embeddings(batch))
         self.record("neg_score", neg_score.detach().mean())
@@ -297,6 +305,18 @@ class NegativeSampler:
         """Restore what `state_dict` returned."""
 
     # ----- diagnostics -------------------------------------------------------------
+    def watch_false_negatives(self, later_items: "LaterItems") -> None:
+        """Log `false_negatives` each epoch: the share of the chosen negatives that their
+        row's user has later (a later training item, the validation or the test item)."""
+        self.later_items = later_items
+
+    def chose(self, batch: EncodedBatch, ids: Tensor, counted: Optional[Tensor] = None) -> None:
+        """Note the negative ids [B, K] chosen for the batch's rows (those `counted` [B, K]
+        marks): their false-negative share, when watched. A sampler that builds synthetic
+        negatives notes the items it builds them from."""
+        if self.later_items is not None:
+            self.record("false_negatives", self.later_items.share(batch.users, batch.target_index, ids, counted))
+
     def record(self, name: str, value: Tensor) -> None:
         """Add a per-batch figure (a 0-d tensor, no sync) to this epoch's means."""
         self._sums[name] = self._sums[name] + value

@@ -91,6 +91,7 @@ class DivNSSampler(NegativeSampler):
         scores, top = batch.score_detached(candidates).topk(self.runner_ups + 1, dim=1)
         ids = candidates.gather(1, top)
         hard, users = ids[:, 0], batch.users
+        self.chose(batch, hard.unsqueeze(1))
         self._append(
             cache_users=users.repeat_interleave(self.runner_ups),
             cache_items=ids[:, 1:].reshape(-1),

@@ -205,6 +205,8 @@ class MDCNSSampler(NegativeSampler):
             self.record("divergence", (s_self - s_peer).abs().mean())
             agree = (picks["self"] == picks["peer"]) & (picks["peer"] == picks["teacher"])
             self.record("views_agree", agree.float().mean())
+            trained_on = ("self",) if self.weights.single_source else ("self", "peer", "teacher")
+            self.chose(batch, torch.cat([candidates.gather(1, picks[view]) for view in trained_on], 1))
             if self.weights.kd_weight > 0:
                 per_row = batch.size if self.weights.kd_reduction == "sum" else 1
                 self.record("kl", losses[2] / (self.weights.kd_weight * per_row))

@@ -43,6 +43,7 @@ class MixGCFSampler(NegativeSampler):
 
     def negative_embeddings(self, batch: EncodedBatch) -> Tensor:
         chosen, alpha = self.select(batch)
+        self.chose(batch, chosen)
         alpha = alpha.unsqueeze(-1)
         self.record("alpha", alpha.mean())
         return alpha * batch.item_rows(batch.pos_items).unsqueeze(1) + (1 - alpha) * batch.item_rows(chosen)
