@@ -6,7 +6,8 @@ A plan (yaml) declares `datasets` (name -> a text file converted once by
 for RecBole atomic files already at `DIR/<name>/<name>.inter`), `models`, `runs` (entries
 `{sampler, variant, models, datasets, seeds, config}`), `seeds`, `base_config` (the
 backbone, budget and protocol shared by every run) and optionally `published` (reference
-values shown beside the tables).
+values shown beside the tables) and `references` (the rows every row is compared with:
+column title -> a row name, or names of which the first in a table is taken).
 """
 from __future__ import annotations
 

@@ -2,15 +2,20 @@
 superseded lines, the machines) and its copy in benchmarks/README.md."""
 from __future__ import annotations
 
+import math
 import os
 import statistics
 from typing import Any, Optional
+
+from scipy.stats import ttest_rel
 
 from benchmarks.benchlib import describe, mean_std, write_atomic
 from benchmarks.quality_plan import REPO_ROOT, planned_runs, row_name
 from benchmarks.quality_results import Row, current_rows, grouped, published_range
 
-REFERENCE = "uniform"  # the row the NDCG@10 ratio is taken against
+# the rows each row's NDCG@10 is compared with (column title -> row name, or names of which
+# the first in a table is taken); a plan's `references` replaces them
+REFERENCES: dict[str, Any] = {"uniform": "uniform", "CE": "none"}
 TABLE_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"), ("ndcg@20", "NDCG@20"), ("hit@20", "HR@20")]
 MASKED_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10")]
 RATIO_METRIC = "ndcg@10"
@@ -26,16 +31,38 @@ def _format_range(bounds: Optional[tuple[float, float]]) -> str:
     return f"{low:.4f}" if low == high else f"{low:.4f}-{high:.4f}"
 
 
+def ratio_cell(runs: list[Row], reference: Optional[list[Row]]) -> str:
+    """The mean test NDCG@10 of `runs` over that of `reference`, with the p-value of a paired
+    t-test over the seeds both have (two-sided; given from two seeds on)."""
+    if not reference or runs is reference:
+        return "–" if not reference else "1.000"
+    ours = {r["seed"]: r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]}
+    theirs = {r["seed"]: r["test"][RATIO_METRIC] for r in reference if RATIO_METRIC in r["test"]}
+    if not ours or not theirs:
+        return "–"
+    cell = f"{statistics.mean(ours.values()) / statistics.mean(theirs.values()):.3f}"
+    seeds = sorted(ours.keys() & theirs.keys())
+    if len(seeds) >= 2:
+        p = ttest_rel([ours[s] for s in seeds], [theirs[s] for s in seeds]).pvalue
+        if not math.isnan(p):
+            cell += f" (p {p:.2g})"
+    return cell
+
+
 def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = None,
            published: Optional[dict[str, dict[str, Any]]] = None, planned: Optional[int] = None,
-           eval_mask: str = "none") -> str:
+           eval_mask: str = "none", references: Optional[dict[str, Any]] = None) -> str:
     """The markdown tables of `results`: one per dataset and model, a row per sampler and
     variant, beside the `published` masked NDCG@10 (dataset -> model -> row name -> value or
-    [low, high]); then the `superseded` lines, one table row each; then how many of the
-    `planned` runs the tables hold, and the machines. `eval_mask`: the plan's, which says
+    [low, high]) and its ratio to each of the `references` rows (column title -> row name,
+    default REFERENCES); then the `superseded` lines, one table row each; then how many of
+    the `planned` runs the tables hold, and the machines. `eval_mask`: the plan's, which says
     what the first four metrics rank."""
     groups = grouped(results)
     published = published or {}
+    references = {title: [names] if isinstance(names, str) else list(names)
+                  for title, names in (references or REFERENCES).items()}
+    compared = ", ".join(f"`{name}`" for names in references.values() for name in names)
     first_four = (
         ["metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
          "models); `masked` ranks without them, the protocol of the published reference points."]
@@ -50,7 +77,9 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
         "checkpoint. Mean ± standard deviation over seeds; HR is RecBole's Hit. The first four",
         *first_four,
         "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
-        f"`published`). `ratio` is the mean test NDCG@10 over that of the `{REFERENCE}` row; `s/epoch`",
+        "`published`). `ratio to` is the mean test NDCG@10 over that of a reference row, with the p-value",
+        "of a two-sided paired t-test over the seeds both rows ran (from two seeds on); the reference",
+        f"rows: {compared} (of several named for one column, the first the table has). `s/epoch`",
         "is a run's median training time of an epoch, per machine (listed at the end; a row's seeds may come from",
         "different machines). `at cap` counts the runs that the epoch cap ended before early stopping",
         "did (their best valid epoch among the last few): their figures may be lower bounds. Written",
@@ -68,25 +97,26 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
                 ("1 run alone" if alone else f"{r['concurrent_runs']} runs at a time")
                 + f", {r['threads']} CPU thread(s)" + ("" if alone else " each"))
     for (dataset, model), rows in groups.items():
-        reference = next((runs for (s, v), runs in rows.items() if s.lower() == REFERENCE and not v), None)
-        ref_mean = statistics.mean(r["test"][RATIO_METRIC] for r in reference) if reference else None
+        by_name = {row_name(s, v).lower(): runs for (s, v), runs in rows.items()}
+        reference_runs = {title: next((by_name[n.lower()] for n in names if n.lower() in by_name), None)
+                          for title, names in references.items()}
         lines += ["", f"## {dataset}, {model}", "",
                   "| sampler | " + " | ".join(f"test {title}" for _, title in TABLE_METRICS)
                   + " | " + " | ".join(f"masked {title}" for _, title in MASKED_METRICS)
-                  + f" | published | ratio to {REFERENCE} | runs | epochs | at cap | s/epoch |",
-                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + 6)]
+                  + " | published | " + " | ".join(f"ratio to {title}" for title in references)
+                  + " | runs | epochs | at cap | s/epoch |",
+                  "|---|" + "---:|" * (len(TABLE_METRICS) + len(MASKED_METRICS) + len(references) + 5)]
         for (sampler, variant), runs in rows.items():
             cells = [mean_std([r["test"][m] for r in runs if m in r["test"]]) for m, _ in TABLE_METRICS]
             cells += [mean_std([r["test_masked"][m] for r in runs if m in r.get("test_masked", {})])
                       for m, _ in MASKED_METRICS]
-            ours = [r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]]
-            ratio = f"{statistics.mean(ours) / ref_mean:.3f}" if ours and ref_mean else "–"
+            ratios = " | ".join(ratio_cell(runs, reference) for reference in reference_runs.values())
             epochs = statistics.mean(r["epochs_run"] for r in runs)
             at_cap = sum(r["epochs_run"] == r.get("config", {}).get("epochs") for r in runs)
             speed = _speeds_by_machine(runs, machines)
             reported = _format_range(published_range(published, dataset, model, row_name(sampler, variant)))
             lines.append(f"| {row_name(sampler, variant)} | " + " | ".join(cells)
-                         + f" | {reported} | {ratio} | {len(runs)} | {epochs:.1f} | {at_cap} | {speed} |")
+                         + f" | {reported} | {ratios} | {len(runs)} | {epochs:.1f} | {at_cap} | {speed} |")
     if superseded:
         lines += ["", "## Superseded lines", "",
                   "In `quality.jsonl` but not in the tables above: trained with other values of the plan's keys",
@@ -110,7 +140,7 @@ def render_plan(jsonl_path: str, plan: dict[str, Any]) -> str:
     """quality.md: the tables of the lines of `jsonl_path` that `plan` asks for (`render`)."""
     rows, superseded = current_rows(jsonl_path, plan)
     return render(rows, superseded, plan.get("published"), len(planned_runs(plan)),
-                  plan["base_config"].get("eval_mask") or "none")
+                  plan["base_config"].get("eval_mask") or "none", plan.get("references"))
 
 
 def _machine_name(row: Row) -> str:

@@ -108,6 +108,26 @@ class UserHistory:
         return self
 
 
+class LaterItems:
+    """For the false-negative diagnostic: each user's items with the last index at which
+    the user had each (`history.items`, `history.last`), over RecBole's whole filtered
+    dataset after `data_preparation` (every user's prefix rows, the validation and test
+    targets included). An id is a later item of a training row when its user has it at an
+    index above the row's target index."""
+
+    def __init__(self, config: Any, dataset: Dataset):
+        # RecBole sorts the whole dataset's rows by time; a stable sort by user keeps each
+        # user's rows in that order, the order of the training split's rows
+        by_user = torch.argsort(dataset.inter_feat[config["USER_ID_FIELD"]], stable=True)
+        rows = dataset.copy(dataset.inter_feat[by_user])
+        self.n_items = dataset.item_num - 1
+        self.history = UserHistory(config, rows, pad=dataset.item_num, with_first=False, with_last=True)
+
+    def to(self, device: Any) -> "LaterItems":
+        self.history.to(device)
+        return self
+
+
 def longest_prefix_dataset(config: Any, dataset: Dataset) -> Dataset:
     """A copy of the training split with only each user's last row (its longest prefix):
     the row of the whole-sequence layout."""

@@ -14,7 +14,7 @@ from recbole_mdcns import checkpoint
 from recbole_mdcns.config import DEFAULT_SAMPLER, Config, is_active
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import NegativeSampler, sampler_class
-from recbole_mdcns.samplers.false_negatives import LaterItems
+from recbole_mdcns.history import LaterItems
 from recbole_mdcns.scoring import backbone_for
 from recbole_mdcns.trainer import SampledTrainer
 

@@ -243,7 +243,7 @@ MUTATIONS: list[Mutation] = [
         "the official batch sum of the KL computed as a mean",
     ),
     Mutation(
-        "false_negatives_include_the_target", "recbole_mdcns/samplers/false_negatives.py",
+        "false_negatives_include_the_target", "recbole_mdcns/samplers/base.py",
         "last.index_select(0, users[rows]) > target_index[rows]",
         "last.index_select(0, users[rows]) >= target_index[rows]",
         ("tests/test_false_negatives.py::test_a_hand_counted_case",),

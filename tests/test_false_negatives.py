@@ -7,7 +7,8 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_mdcns import build_experiment
 from recbole_mdcns.config import Config
-from recbole_mdcns.samplers.false_negatives import LaterItems
+from recbole_mdcns.history import LaterItems
+from recbole_mdcns.samplers.base import false_negative_share
 
 # user a: 1 2 3 1 4 | valid 5 | test 6 (item 1 again at index 3); user b: 7 8 9 10 11
 SEQUENCES = {"a": [1, 2, 3, 1, 4, 5, 6], "b": [7, 8, 9, 10, 11]}
@@ -31,7 +32,7 @@ def hand_dataset(tmp_path, tiny_config):
 def share(later: LaterItems, dataset, user: str, target_index: int, items: list[int], counted=None) -> float:
     users = torch.tensor([dataset.token2id("user_id", user)])
     ids = torch.tensor([dataset.token2id("item_id", [str(i) for i in items])])
-    return later.share(users, torch.tensor([target_index]), ids, counted).item()
+    return false_negative_share(later, users, torch.tensor([target_index]), ids, counted).item()
 
 
 def test_a_hand_counted_case(hand_dataset):

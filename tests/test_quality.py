@@ -13,7 +13,7 @@ from scipy.sparse import csr_matrix
 from benchmarks import quality
 from benchmarks.quality_plan import (
     DEFAULT_CONFIG, DEFAULT_OUT, PlanError, dataset_location, default_out, load_plan, planned_runs, select, signature)
-from benchmarks.quality_report import README_END, README_START, render, render_plan, sync_readme
+from benchmarks.quality_report import README_END, README_START, ratio_cell, render, render_plan, sync_readme
 from benchmarks.quality_results import JSONL, current_rows, row_key
 from benchmarks.quality_run import UNFINISHED, earlier_items, ranking_metrics, run_folder
 from conftest import write_tiny_dataset
@@ -131,6 +131,21 @@ def _row(seed: int, cuda, seconds: float, epochs_run: int = 3, cap: int = 10) ->
     return {"dataset": "d", "model": "SASRec", "sampler": "uniform", "variant": "", "seed": seed,
             "test": {"ndcg@10": 0.1}, "test_masked": {}, "epochs_run": epochs_run, "seconds_per_epoch": seconds,
             "machine": machine, "threads": 1, "concurrent_runs": 2, "config": {"epochs": cap}}
+
+
+def test_ratios_pair_the_seeds_in_a_t_test():
+    def row(sampler, seed, ndcg):
+        return {**_row(seed, None, 1.0), "sampler": sampler, "test": {"ndcg@10": ndcg}}
+
+    uniform = [row("uniform", s, v) for s, v in ((1, 0.10), (2, 0.12), (3, 0.11))]
+    dns = [row("DNS", s, v) for s, v in ((1, 0.20), (2, 0.25), (3, 0.21))]
+    # differences 0.10, 0.13, 0.10: t = 11 with 2 degrees of freedom, p = 1 - t / sqrt(2 + t^2) = 0.0082
+    assert ratio_cell(dns, uniform) == "2.000 (p 0.0082)"
+    assert ratio_cell(dns[2:], uniform) == "1.909"  # one shared seed: no test
+    assert ratio_cell(uniform, uniform) == "1.000" and ratio_cell(dns, None) == "–"
+    md = render(uniform + dns, references={"uniform": "uniform", "DNS": ["GenNi", "DNS"]})
+    assert "| ratio to uniform | ratio to DNS |" in md
+    assert "| 2.000 (p 0.0082) | 1.000 | 3 |" in md
 
 
 def test_runs_ended_by_the_epoch_cap_are_counted():

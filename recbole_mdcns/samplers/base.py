@@ -15,7 +15,7 @@ import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Optional, Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Optional, Union
 
 import torch
 from recbole.data.dataset import Dataset
@@ -23,11 +23,8 @@ from torch import Tensor, nn
 
 from recbole_mdcns.losses import LOSSES, RankingLoss
 from recbole_mdcns.params import ConfigError, Param, validate_params
-from recbole_mdcns.history import UserHistory
+from recbole_mdcns.history import LaterItems, UserHistory
 from recbole_mdcns.scoring import EncodedBatch
-
-if TYPE_CHECKING:
-    from recbole_mdcns.samplers.false_negatives import LaterItems
 
 Loss = Union[Tensor, tuple[Tensor, ...]]
 
@@ -158,7 +155,7 @@ class NegativeSampler:
         self.n_items = dataset.item_num - 1  # ids 1..N; 0 is padding
         self.exclusion = ExclusionSets(config, dataset)
         self.co_trained: dict[str, CoTrained] = {}
-        self.later_items: Optional["LaterItems"] = None  # the false-negative diagnostic, when watched
+        self.later_items: Optional[LaterItems] = None  # the false-negative diagnostic, when watched
         self._sums: dict[str, Tensor] = defaultdict(lambda: torch.zeros((), device=self.device))
         self._counts: dict[str, int] = defaultdict(int)
         problems = self.check_dataset()
@@ -305,7 +302,7 @@ class NegativeSampler:
         """Restore what `state_dict` returned."""
 
     # ----- diagnostics -------------------------------------------------------------
-    def watch_false_negatives(self, later_items: "LaterItems") -> None:
+    def watch_false_negatives(self, later_items: LaterItems) -> None:
         """Log `false_negatives` each epoch: the share of the chosen negatives that their
         row's user has later (a later training item, the validation or the test item)."""
         self.later_items = later_items
@@ -315,7 +312,8 @@ class NegativeSampler:
         marks): their false-negative share, when watched. A sampler that builds synthetic
         negatives notes the items it builds them from."""
         if self.later_items is not None:
-            self.record("false_negatives", self.later_items.share(batch.users, batch.target_index, ids, counted))
+            self.record("false_negatives", false_negative_share(self.later_items, batch.users, batch.target_index,
+                                                                ids, counted))
 
     def record(self, name: str, value: Tensor) -> None:
         """Add a per-batch figure (a 0-d tensor, no sync) to this epoch's means."""
@@ -411,6 +409,24 @@ class ExclusionSets:
     def contains(self, batch: EncodedBatch, ids: Tensor) -> Tensor:
         """Whether each of the ids [B, n] is excluded for its row: [B, n] bool."""
         return torch.cat([exclusions.contains(ids[rows]) for rows, exclusions in self.pieces(batch)])
+
+
+def false_negative_share(later_items: LaterItems, users: Tensor, target_index: Tensor, ids: Tensor,
+                         counted: Optional[Tensor] = None) -> Tensor:
+    """The share (0-d) of the ids [B, K] that the rows' users [B] have after the rows'
+    target indices [B], among the entries `counted` [B, K] marks (default: all). Rows are
+    taken in pieces whose [rows, W] tables hold at most EXCLUSION_PIECE_ENTRIES entries."""
+    items, last = later_items.history.items, later_items.history.last
+    step = max(1, EXCLUSION_PIECE_ENTRIES // items.shape[1])
+    later = []
+    for start in range(0, len(users), step):
+        rows = slice(start, start + step)
+        is_later = last.index_select(0, users[rows]) > target_index[rows].unsqueeze(1)
+        user_items = items.index_select(0, users[rows])
+        later.append(RowExclusions(user_items, is_later, later_items.n_items).contains(ids[rows]))
+    marked = torch.cat(later)
+    counted = torch.ones_like(marked) if counted is None else counted
+    return (marked & counted).sum() / counted.sum().clamp(min=1)
 
 
 @dataclass
