@@ -6,8 +6,11 @@ A plan (yaml) declares `datasets` (name -> a text file converted once by
 for RecBole atomic files already at `DIR/<name>/<name>.inter`), `models`, `runs` (entries
 `{sampler, variant, models, datasets, seeds, config}`), `seeds`, `base_config` (the
 backbone, budget and protocol shared by every run) and optionally `published` (reference
-values shown beside the tables) and `references` (the rows every row is compared with:
-column title -> a row name, or names of which the first in a table is taken).
+values shown beside the tables), `references` (the rows every row is compared with:
+column title -> a row name, or names of which the first in a table is taken) and `reuse`
+(other plans' `quality.jsonl` files whose runs of the same key and effective config count
+as this plan's: shown, not trained again), and `dataset_config` (dataset name -> keys over
+base_config for that dataset's runs, below an entry's own `config`).
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ class Run:
     sampler: str
     variant: str
     seed: int
-    config: dict[str, Any] = field(default_factory=dict)  # the entry's extra keys
+    config: dict[str, Any] = field(default_factory=dict)  # its dataset_config keys, then its entry's config
 
     @property
     def key(self) -> tuple:
@@ -90,6 +93,9 @@ def load_plan(path: str) -> dict[str, Any]:
     missing = [k for k in ("datasets", "models", "runs", "seeds", "base_config") if k not in plan]
     if missing:
         raise PlanError(f"{path}: missing {', '.join(missing)}")
+    unknown_datasets = set(plan.get("dataset_config") or {}) - set(plan["datasets"])
+    if unknown_datasets:
+        raise PlanError(f"{path}: dataset_config names datasets {sorted(unknown_datasets)} not declared in datasets")
     for i, entry in enumerate(plan["runs"]):
         if not isinstance(entry, dict) or "sampler" not in entry:
             raise PlanError(f"{path}: runs[{i}] needs a sampler: {entry!r}")
@@ -115,8 +121,8 @@ def planned_runs(plan: dict[str, Any]) -> list[Run]:
                     scopes = (("models", model), ("datasets", dataset), ("seeds", seed))
                     if any(entry.get(scope) and value not in entry[scope] for scope, value in scopes):
                         continue
-                    run = Run(dataset, model, str(entry["sampler"]), str(entry.get("variant") or ""),
-                              int(seed), dict(entry.get("config") or {}))
+                    keys = {**(plan.get("dataset_config") or {}).get(dataset, {}), **(entry.get("config") or {})}
+                    run = Run(dataset, model, str(entry["sampler"]), str(entry.get("variant") or ""), int(seed), keys)
                     if run.key in seen:
                         raise PlanError(f"two run entries give the same run: {run.label}")
                     seen.add(run.key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from benchmarks.benchlib import read_jsonl
-from benchmarks.quality_plan import differences, plan_keys, planned_runs, signature
+from benchmarks.quality_plan import differences, plan_keys, planned_runs, resolve, signature
 
 JSONL = "quality.jsonl"
 KEY_FIELDS = ("dataset", "model", "sampler", "variant", "seed")
@@ -24,10 +24,19 @@ def current_rows(jsonl_path: str, plan: dict[str, Any]) -> tuple[list[Row], list
     """The lines of `jsonl_path` that are runs of `plan` as it stands (the latest line of each
     run whose recorded config agrees with the run's `signature`, its whole effective config,
     on every key the line records and every key the plan sets), and the other lines, each with
-    what set it apart: its differing keys, "not planned" or "repeated"."""
+    what set it apart: its differing keys, "not planned" or "repeated".
+
+    Before them come the current lines of the plan's `reuse` files (other plans' results):
+    a run recorded there under the same key and effective config is the same run, so it is
+    shown and not trained again; their other lines are not this plan's and are left out."""
     signatures = {run.key: (signature(run, plan), tuple(plan_keys(run, plan["base_config"])))
                   for run in planned_runs(plan)}
     latest: dict[tuple, Row] = {}
+    for path in plan.get("reuse") or []:
+        for row in read_jsonl(resolve(str(path))):
+            key = row_key(row)
+            if key in signatures and not differences(signatures[key][0], row["config"], signatures[key][1]):
+                latest[key] = row
     superseded: list[tuple[Row, str]] = []
     for row in read_jsonl(jsonl_path):
         key = row_key(row)

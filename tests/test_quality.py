@@ -359,6 +359,33 @@ def test_a_changed_nested_key_makes_its_runs_not_done(tmp_path, data_root, chang
         assert moved == (run.key in affected), run.label
 
 
+def test_a_dataset_config_lies_between_the_base_config_and_an_entry(data_root, tmp_path):
+    plan = _plan(data_root)
+    plan["dataset_config"] = {"tiny": {"stopping_step": 40, "neg_candidate_num": 3}}
+    uniform, dns = planned_runs(plan)
+    assert uniform.config["stopping_step"] == 40 and signature(uniform, plan)["stopping_step"] == 40
+    assert dns.config["neg_candidate_num"] == plan["runs"][1]["config"]["neg_candidate_num"]  # the entry wins
+    plan_file = tmp_path / "plan.yaml"
+    plan_file.write_text(yaml.safe_dump({**plan, "dataset_config": {"elsewhere": {}}}))
+    with pytest.raises(PlanError, match="elsewhere"):
+        load_plan(str(plan_file))
+
+
+def test_runs_recorded_by_another_plan_are_reused_when_their_config_agrees(tmp_path, data_root):
+    plan = _plan(data_root)
+    uniform, dns = planned_runs(plan)
+    other = tmp_path / "other.jsonl"
+    changed = _recorded(dns, plan)
+    changed["config"]["neg_candidate_num"] = 7
+    unplanned = {**_recorded(uniform, plan), "variant": "elsewhere"}
+    other.write_text("".join(json.dumps(line) + "\n" for line in (_recorded(uniform, plan), changed, unplanned)))
+    own = tmp_path / JSONL
+    own.write_text("")
+    assert current_rows(str(own), plan) == ([], [])
+    rows, superseded = current_rows(str(own), {**plan, "reuse": [str(other)]})
+    assert [row_key(row) for row in rows] == [uniform.key] and superseded == []  # the others are not this plan's
+
+
 def test_a_changed_default_makes_its_runs_not_done(tmp_path, data_root, monkeypatch):
     """The whole effective config decides, keys the plan leaves at their defaults included: a
     line trained under another default of a key the plan never names is superseded (the key
