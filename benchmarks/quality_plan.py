@@ -96,6 +96,11 @@ def load_plan(path: str) -> dict[str, Any]:
     unknown_datasets = set(plan.get("dataset_config") or {}) - set(plan["datasets"])
     if unknown_datasets:
         raise PlanError(f"{path}: dataset_config names datasets {sorted(unknown_datasets)} not declared in datasets")
+    rows = {row_name(str(e["sampler"]), str(e.get("variant") or "")).lower() for e in plan["runs"] if isinstance(e, dict)}
+    for title, names in (plan.get("references") or {}).items():
+        unknown = [n for n in ([names] if isinstance(names, str) else names) if n.lower() not in rows]
+        if unknown:
+            raise PlanError(f"{path}: references {title!r} names rows {unknown} that no run entry gives")
     for i, entry in enumerate(plan["runs"]):
         if not isinstance(entry, dict) or "sampler" not in entry:
             raise PlanError(f"{path}: runs[{i}] needs a sampler: {entry!r}")

@@ -32,19 +32,23 @@ def _format_range(bounds: Optional[tuple[float, float]]) -> str:
 
 
 def ratio_cell(runs: list[Row], reference: Optional[list[Row]]) -> str:
-    """The mean test NDCG@10 of `runs` over that of `reference`, with the p-value of a paired
-    t-test over the seeds both have (two-sided; given from two seeds on)."""
+    """The mean test NDCG@10 of `runs` over that of `reference`, over the seeds both ran
+    (all of each where they share none), with the p-value of a two-sided paired t-test over
+    the shared seeds (from two on, and where the differences vary)."""
     if not reference or runs is reference:
         return "–" if not reference else "1.000"
     ours = {r["seed"]: r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]}
     theirs = {r["seed"]: r["test"][RATIO_METRIC] for r in reference if RATIO_METRIC in r["test"]}
-    if not ours or not theirs:
+    seeds = sorted(ours.keys() & theirs.keys())
+    if seeds:
+        ours, theirs = {s: ours[s] for s in seeds}, {s: theirs[s] for s in seeds}
+    if not ours or not theirs or statistics.mean(theirs.values()) == 0:
         return "–"
     cell = f"{statistics.mean(ours.values()) / statistics.mean(theirs.values()):.3f}"
-    seeds = sorted(ours.keys() & theirs.keys())
-    if len(seeds) >= 2:
+    differences = [ours[s] - theirs[s] for s in seeds]
+    if len(seeds) >= 2 and statistics.stdev(differences) > 1e-12:
         p = ttest_rel([ours[s] for s in seeds], [theirs[s] for s in seeds]).pvalue
-        if not math.isnan(p):
+        if math.isfinite(p):
             cell += f" (p {p:.2g})"
     return cell
 

@@ -53,7 +53,7 @@ class HistoryMask:
         self.user_field = config["USER_ID_FIELD"]
         self.seq_field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
         # padded with 0, the padding item, whose score is already -inf
-        self.user_items = UserHistory(config, train_dataset, pad=0, with_first=False).items.long().to(config["device"])
+        self.user_items = UserHistory(config, train_dataset, pad=0, index="none").items.long().to(config["device"])
 
     def apply(self, interaction: Interaction, scores: Tensor, positive_u: Tensor, positive_i: Tensor) -> None:
         """Mask `scores` [B, N+1] in place; the targets are (positive_u, positive_i)."""

@@ -57,48 +57,48 @@ def add_target_index(config: Any, dataset: Dataset) -> None:
 
 
 class UserHistory:
-    """Each user's distinct training items, sorted, with the first index at which the
-    user had each: `items` [U, W] padded with `pad`, `first` [U, W] (padding: beyond
-    any index), both int32, and `counts` [U] (on the CPU). Built without a loop over users.
-    `with_last` adds `last` [U, W], the last index at which the user had each (padding: -1)."""
+    """Each user's distinct training items, sorted: `items` [U, W] padded with `pad`, and
+    `counts` [U] (on the CPU); with `index="first"` also `first` [U, W], the first index at
+    which the user had each (padding: beyond any index), with `index="last"` `last` [U, W],
+    the last one (padding: -1), both int32. Built without a loop over users."""
 
-    def __init__(self, config: Any, dataset: Dataset, pad: int, with_first: bool = True, with_last: bool = False):
-        """`with_first=False`: the items alone (no first index, no check of the rows' order)."""
+    def __init__(self, config: Any, dataset: Dataset, pad: int, index: str = "first"):
+        """`index`: `first`, `last`, or `none` for the items alone (no index, so no check of
+        the rows' order)."""
         if is_longest_prefix(dataset):
             raise ValueError("UserHistory needs the whole training split, not the longest-prefix rows built from it")
         user_field, item_field, seq_field, length_field = sequence_fields(config)
         inter = dataset.inter_feat
         n_ids, n_rows = dataset.item_num, len(inter[user_field])
         seq = inter[seq_field]
-        target_index = target_indices(config, dataset) if with_first or with_last else inter[length_field]
+        target_index = inter[length_field] if index == "none" else target_indices(config, dataset)
         # a row's prefix item j sits at index target_index - length + j of the user's sequence
         prefix_index = (target_index - inter[length_field]).unsqueeze(1) + torch.arange(seq.shape[1])
         items = torch.cat([inter[item_field].unsqueeze(1), seq], 1).reshape(-1)
-        index = torch.cat([target_index.unsqueeze(1), prefix_index], 1).reshape(-1)
+        indices = torch.cat([target_index.unsqueeze(1), prefix_index], 1).reshape(-1)
         users = inter[user_field].unsqueeze(1).expand(n_rows, 1 + seq.shape[1]).reshape(-1)
         keep = items > 0
         key = users[keep] * n_ids + items[keep]
         pairs, slot = torch.unique(key, return_inverse=True)  # sorted by (user, item)
-        first = torch.full((len(pairs),), torch.iinfo(torch.long).max).scatter_reduce(
-            0, slot, index[keep], reduce="amin")
         pair_users, pair_items = pairs // n_ids, pairs % n_ids
         counts = torch.bincount(pair_users, minlength=dataset.user_num)
         col = torch.arange(len(pairs)) - (torch.cumsum(counts, 0) - counts)[pair_users]
         width = max(int(counts.max()), 1) if len(pairs) else 1
-        never = n_rows + seq.shape[1] + 1  # above every index
-        # int32: the samplers gather [B, W] of both per batch, half the memory traffic of int64
+        # int32: the samplers gather [B, W] of these per batch, half the memory traffic of int64
         self.items = torch.full((dataset.user_num, width), pad, dtype=torch.int32)
-        self.first = torch.full((dataset.user_num, width), never, dtype=torch.int32)
         self.items[pair_users, col] = pair_items.int()
-        self.first[pair_users, col] = first.int()
         self.counts = counts
-        self.last: Optional[Tensor] = None
-        if with_last:
-            last = torch.full((len(pairs),), -1).scatter_reduce(0, slot, index[keep], reduce="amax")
-            self.last = torch.full((dataset.user_num, width), -1, dtype=torch.int32)
-            self.last[pair_users, col] = last.int()
-        if not with_first:  # indices counted from the row's prefix length alone mean nothing
-            self.first = None
+
+        def table(reduce: str, fill: int) -> Tensor:
+            """The `reduce` of each (user, item)'s indices, laid out as `items`."""
+            per_pair = torch.full((len(pairs),), fill).scatter_reduce(0, slot, indices[keep], reduce=reduce)
+            laid_out = torch.full((dataset.user_num, width), fill, dtype=torch.int32)
+            laid_out[pair_users, col] = per_pair.int()
+            return laid_out
+
+        never = n_rows + seq.shape[1] + 1  # above every index
+        self.first: Optional[Tensor] = table("amin", never) if index == "first" else None
+        self.last: Optional[Tensor] = table("amax", -1) if index == "last" else None
 
     def to(self, device: Any) -> "UserHistory":
         """Move `items`, `first` and `last` (`counts` stays on the CPU, read at start-up only)."""
@@ -121,7 +121,7 @@ class LaterItems:
         by_user = torch.argsort(dataset.inter_feat[config["USER_ID_FIELD"]], stable=True)
         rows = dataset.copy(dataset.inter_feat[by_user])
         self.n_items = dataset.item_num - 1
-        self.history = UserHistory(config, rows, pad=dataset.item_num, with_first=False, with_last=True)
+        self.history = UserHistory(config, rows, pad=dataset.item_num, index="last")
 
     def to(self, device: Any) -> "LaterItems":
         self.history.to(device)

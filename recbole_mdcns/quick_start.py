@@ -12,9 +12,9 @@ from recbole.utils import get_environment, get_model, init_logger, init_seed, se
 
 from recbole_mdcns import checkpoint
 from recbole_mdcns.config import DEFAULT_SAMPLER, Config, is_active
+from recbole_mdcns.history import LaterItems
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import NegativeSampler, sampler_class
-from recbole_mdcns.history import LaterItems
 from recbole_mdcns.scoring import backbone_for
 from recbole_mdcns.trainer import SampledTrainer
 
@@ -99,7 +99,7 @@ def build_experiment(config: Config) -> Experiment:
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     sampler = build_sampler(config, train_data._dataset)
     if sampler is not None:
-        sampler.watch_false_negatives(LaterItems(config, dataset).to(config["device"]))
+        sampler.watch_false_negatives(LaterItems(config, dataset))
     trainer = SampledTrainer(config, model, sampler, train_data._dataset)
     return Experiment(config, dataset, train_data, valid_data, test_data, model, sampler, trainer)
 

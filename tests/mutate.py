@@ -251,10 +251,17 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "false_negatives_by_first_visit", "recbole_mdcns/history.py",
-        'scatter_reduce(0, slot, index[keep], reduce="amax")',
-        'scatter_reduce(0, slot, index[keep], reduce="amin")',
+        'table("amax", -1)',
+        'table("amin", -1)',
         ("tests/test_false_negatives.py::test_a_hand_counted_case",),
         "an item the user had before and has again later is not counted as later",
+    ),
+    Mutation(
+        "mdcns_kl_diagnostic_not_per_row", "recbole_mdcns/samplers/mdcns.py",
+        'rows = batch.size if self.weights.kd_reduction == "sum" else 1',
+        'rows = 1',
+        ("tests/test_mdcns.py::test_an_epoch_reports_the_three_loss_parts_and_the_diagnostics_behind_them",),
+        "under mdcns_kd_reduction: sum the kl diagnostic is the batch's sum, not a row's KL",
     ),
     Mutation(
         "mdcns_peer_config_ignored", "recbole_mdcns/samplers/mdcns.py",

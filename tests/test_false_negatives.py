@@ -7,7 +7,8 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_mdcns import build_experiment
 from recbole_mdcns.config import Config
-from recbole_mdcns.history import LaterItems
+from recbole_mdcns.history import TARGET_INDEX_FIELD, LaterItems
+from recbole_mdcns.layout import positions
 from recbole_mdcns.samplers.base import false_negative_share
 
 # user a: 1 2 3 1 4 | valid 5 | test 6 (item 1 again at index 3); user b: 7 8 9 10 11
@@ -69,3 +70,26 @@ def test_hard_negatives_are_more_often_later_items_than_uniform_ones(tiny_config
         run.trainer.fit(run.train_data, run.valid_data, saved=False)
         shares[sampler] = run.trainer.diagnostics["false_negatives"]
     assert shares["DNS"] > 2 * shares["uniform"], shares
+
+
+@pytest.mark.parametrize("layout", ["prefix", "sequence"])
+def test_every_training_row_has_its_validation_and_test_items_later(layout, tiny_config):
+    """The whole dataset's indices line up with the training rows' target indices under
+    both layouts: for every row, its user's validation and test items come later."""
+    run = build_experiment(Config("SASRec", config_dict={**tiny_config, "sampler": "uniform", "train_layout": layout}))
+    n_users = run.dataset.user_num
+    later_ids = []
+    for split in (run.valid_data, run.test_data):
+        inter = split._dataset.inter_feat
+        later_ids.append(torch.zeros(n_users, dtype=torch.long).index_put_((inter["user_id"],), inter["item_id"]))
+    later_ids = torch.stack(later_ids, 1)  # [U, 2]
+    checked = 0
+    for interaction in run.trainer.layout_rows(run.train_data):
+        if layout == "prefix":
+            users, target_index = interaction["user_id"], interaction[TARGET_INDEX_FIELD]
+        else:
+            at = positions(interaction, run.model)
+            users, target_index = interaction["user_id"][at.row], at.target_index
+        assert false_negative_share(run.sampler.later_items, users, target_index, later_ids[users]).item() == 1.0
+        checked += len(users)
+    assert checked == len(run.train_data._dataset.inter_feat)  # every training target, once

@@ -245,14 +245,20 @@ def test_mdcns_peer_config_is_laid_over_everything(tiny_config, tmp_path, monkey
     assert peer_of(run).gru_layers.hidden_size == 24 and run.model.hidden_size == 12  # the command line's
 
 
-def test_an_epoch_reports_the_three_loss_parts_and_the_diagnostics_behind_them(tiny_config):
-    keys = {**tiny_config, "sampler": "MDCNS", "mdcns_kd_weight": 4.0, "mdcns_top_m": 3}
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_an_epoch_reports_the_three_loss_parts_and_the_diagnostics_behind_them(tiny_config, reduction):
+    keys = {**tiny_config, "sampler": "MDCNS", "mdcns_kd_weight": 4.0, "mdcns_top_m": 3, "mdcns_kd_reduction": reduction}
     run = build_experiment(Config("SASRec", config_dict=keys))
     self_rank, peer_rank, kd = run.trainer._train_epoch(run.train_data, 0)
     diagnostics = run.trainer.diagnostics
     assert set(diagnostics) == {"neg_score", "divergence", "views_agree", "kl", "false_negatives"}
-    # train_loss3 sums the weighted distillation over the batches; kl is its per-batch mean, unweighted
-    assert kd / len(run.train_data) == pytest.approx(4.0 * diagnostics["kl"], rel=1e-4)
+    # train_loss3 sums the weighted distillation over the batches; kl is its per-batch mean,
+    # unweighted, per row (under sum, the batches' 64 rows each sum their KL)
+    per_batch = kd / len(run.train_data) / 4.0
+    if reduction == "mean":
+        assert per_batch == pytest.approx(diagnostics["kl"], rel=1e-4)
+    else:
+        assert 16 * diagnostics["kl"] < per_batch < 64 * diagnostics["kl"] * 1.0001
     assert self_rank > 0 and peer_rank > 0 and diagnostics["divergence"] > 0
     assert 0 < diagnostics["views_agree"] < 1  # M = 3: the views' draws agree only sometimes
 

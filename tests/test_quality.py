@@ -141,7 +141,10 @@ def test_ratios_pair_the_seeds_in_a_t_test():
     dns = [row("DNS", s, v) for s, v in ((1, 0.20), (2, 0.25), (3, 0.21))]
     # differences 0.10, 0.13, 0.10: t = 11 with 2 degrees of freedom, p = 1 - t / sqrt(2 + t^2) = 0.0082
     assert ratio_cell(dns, uniform) == "2.000 (p 0.0082)"
-    assert ratio_cell(dns[2:], uniform) == "1.909"  # one shared seed: no test
+    assert ratio_cell(dns[2:], uniform) == "1.909"  # one shared seed: the ratio on it, no test
+    assert ratio_cell(dns[1:], uniform[:1]) == "2.300"  # no shared seed: all of each
+    assert ratio_cell([row("DNS", s, v + 0.1) for s, v in ((1, 0.10), (2, 0.12))], uniform) == "1.909"  # no variance
+    assert ratio_cell(dns, [row("uniform", 1, 0.0)]) == "–"
     assert ratio_cell(uniform, uniform) == "1.000" and ratio_cell(dns, None) == "–"
     md = render(uniform + dns, references={"uniform": "uniform", "DNS": ["GenNi", "DNS"]})
     assert "| ratio to uniform | ratio to DNS |" in md

@@ -305,15 +305,19 @@ class NegativeSampler:
     def watch_false_negatives(self, later_items: LaterItems) -> None:
         """Log `false_negatives` each epoch: the share of the chosen negatives that their
         row's user has later (a later training item, the validation or the test item)."""
-        self.later_items = later_items
+        self.later_items = later_items.to(self.device)
 
     def chose(self, batch: EncodedBatch, ids: Tensor, counted: Optional[Tensor] = None) -> None:
         """Note the negative ids [B, K] chosen for the batch's rows (those `counted` [B, K]
-        marks): their false-negative share, when watched. A sampler that builds synthetic
-        negatives notes the items it builds them from."""
-        if self.later_items is not None:
-            self.record("false_negatives", false_negative_share(self.later_items, batch.users, batch.target_index,
-                                                                ids, counted))
+        marks): their false-negative share, when watched, measured on an evenly spaced
+        sample of at most FALSE_NEGATIVE_ROWS rows. A sampler that builds synthetic negatives
+        notes the items it builds them from."""
+        if self.later_items is None:
+            return
+        rows = slice(None, None, -(-batch.size // FALSE_NEGATIVE_ROWS))
+        self.record("false_negatives", false_negative_share(
+            self.later_items, batch.users[rows], batch.target_index[rows], ids[rows],
+            None if counted is None else counted[rows]))
 
     def record(self, name: str, value: Tensor) -> None:
         """Add a per-batch figure (a 0-d tensor, no sync) to this epoch's means."""
@@ -328,6 +332,8 @@ class NegativeSampler:
         return means
 
 
+# rows of a batch whose chosen negatives the false-negative diagnostic checks (evenly spaced)
+FALSE_NEGATIVE_ROWS = 1024
 # [rows, W] entries per piece of a batch's exclusions: rows are taken in pieces of at most
 # this many entries, so memory stays bounded when W (the most items one user has) is large
 EXCLUSION_PIECE_ENTRIES = 2**22

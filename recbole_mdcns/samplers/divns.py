@@ -91,7 +91,6 @@ class DivNSSampler(NegativeSampler):
         scores, top = batch.score_detached(candidates).topk(self.runner_ups + 1, dim=1)
         ids = candidates.gather(1, top)
         hard, users = ids[:, 0], batch.users
-        self.chose(batch, hard.unsqueeze(1))
         self._append(
             cache_users=users.repeat_interleave(self.runner_ups),
             cache_items=ids[:, 1:].reshape(-1),
@@ -105,6 +104,7 @@ class DivNSSampler(NegativeSampler):
         diverse = self._pop_queue(users)
         # a queued id came from an earlier row's pool: the row may exclude it (an item its user had since)
         has_diverse = (diverse > 0) & ~self.exclusion.contains(batch, diverse.unsqueeze(1)).squeeze(1)
+        self.chose(batch, torch.stack([hard, diverse], 1), torch.stack([torch.ones_like(has_diverse), has_diverse], 1))
         if has_diverse.any():
             mixed = self.mix * negative + (1 - self.mix) * batch.item_rows(diverse)
             negative = torch.where(has_diverse.unsqueeze(1), mixed, negative)
