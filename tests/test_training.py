@@ -32,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("SASRec", {"sampler": "SRNS", "epochs": 3, "neg_loss": "BCE"}),
         ("GRU4Rec", {"sampler": "AdaSIR", "train_layout": "sequence"}),
         ("SASRec", {"sampler": "GNNO", "gnno_top_m": 2, "neg_num": 2}),
+        ("SASRec", {"sampler": "MDCNS", "mdcns_peer_model": "SASRec"}),  # a peer of self's own class
     ],
 )
 def test_train_and_test(model, keys, tiny_config):
