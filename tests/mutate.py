@@ -258,7 +258,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "mdcns_kl_diagnostic_not_per_row", "recbole_mdcns/samplers/mdcns.py",
-        'rows = batch.size if self.weights.kd_reduction == "sum" else 1',
+        'rows = batch.size if w.kd_reduction == "sum" else 1',
         'rows = 1',
         ("tests/test_mdcns.py::test_an_epoch_reports_the_three_loss_parts_and_the_diagnostics_behind_them",),
         "under mdcns_kd_reduction: sum the kl diagnostic is the batch's sum, not a row's KL",

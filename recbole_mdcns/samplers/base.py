@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 import weakref
 from collections import defaultdict
@@ -314,7 +315,7 @@ class NegativeSampler:
         notes the items it builds them from."""
         if self.later_items is None:
             return
-        rows = slice(None, None, -(-batch.size // FALSE_NEGATIVE_ROWS))
+        rows = slice(None, None, math.ceil(batch.size / FALSE_NEGATIVE_ROWS))
         self.record("false_negatives", false_negative_share(
             self.later_items, batch.users[rows], batch.target_index[rows], ids[rows],
             None if counted is None else counted[rows]))

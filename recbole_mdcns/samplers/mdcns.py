@@ -60,10 +60,9 @@ def select_negatives(s_self: Tensor, s_peer: Tensor, omega: float, top_m: int, n
 def consensus_distillation(z_self: Tensor, z_peer: Tensor, tau: float, reduction: str = "mean") -> tuple[Tensor, Tensor]:
     """tau^2 KL(T || softmax(z / tau)) per student, the `mean` or the `sum` over rows, with
     the teacher T = softmax(stopgrad((z_self + z_peer) / 2) / tau). Logits are [B, n]."""
-    target = F.log_softmax(((z_self + z_peer) / 2).detach() / tau, dim=1)
-
     if reduction not in ("mean", "sum"):
         raise ValueError(f"reduction = {reduction!r}: mean or sum")
+    target = F.log_softmax(((z_self + z_peer) / 2).detach() / tau, dim=1)
 
     def kl(z: Tensor) -> Tensor:
         return tau**2 * F.kl_div(F.log_softmax(z / tau, dim=1), target, log_target=True,
@@ -208,12 +207,13 @@ class MDCNSSampler(NegativeSampler):
             self.record("divergence", (s_self - s_peer).abs().mean())
             agree = (picks["self"] == picks["peer"]) & (picks["peer"] == picks["teacher"])
             self.record("views_agree", agree.float().mean())
-            w = self.weights  # self's negatives: the picks of the views it trains on
-            weights = {"self": w.alpha} if w.single_source else {"self": w.alpha, "peer": w.beta, "teacher": w.gamma}
-            trained_on = [candidates.gather(1, picks[view]) for view, weight in weights.items() if weight > 0]
+            w = self.weights
+            # self's negatives: the picks of the views it trains on
+            view_weights = {"self": w.alpha} if w.single_source else {"self": w.alpha, "peer": w.beta, "teacher": w.gamma}
+            trained_on = [candidates.gather(1, picks[view]) for view, weight in view_weights.items() if weight > 0]
             if trained_on:
                 self.chose(batch, torch.cat(trained_on, 1))
-            if self.weights.kd_weight > 0:
-                rows = batch.size if self.weights.kd_reduction == "sum" else 1
-                self.record("kl", losses[2] / (self.weights.kd_weight * rows))
+            if w.kd_weight > 0:
+                rows = batch.size if w.kd_reduction == "sum" else 1
+                self.record("kl", losses[2] / (w.kd_weight * rows))
         return losses
