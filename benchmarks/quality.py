@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 from benchmarks.benchlib import fresh_command, write_markdown  # noqa: E402
 from benchmarks.quality_plan import (  # noqa: E402
-    DEFAULT_CONFIG, DEFAULT_OUT, Run, conversion_dir, dataset_location, default_out, load_plan, planned_runs,
+    DEFAULT_CONFIG, Run, conversion_dir, dataset_location, default_out, load_plan, planned_runs,
     select, signature)
 from benchmarks.quality_plots import write_plots  # noqa: E402
 from benchmarks.quality_report import README, RATIO_METRIC, render_plan, sync_readme  # noqa: E402
@@ -95,15 +95,15 @@ def run_in_workers(todo: list[Run], plan: dict[str, Any], args: argparse.Namespa
 
 def publish(plan: dict[str, Any], args: argparse.Namespace) -> None:
     """Regenerate `<out>/quality.md` and the plots from the JSONL, and benchmarks/README.md's copy of the
-    tables when the committed plan was written to the committed results."""
+    tables where it has one for this file and the plan was written to its own results folder."""
     os.makedirs(args.out, exist_ok=True)
     markdown_path = write_markdown(args.out, "quality", lambda path: render_plan(path, plan))
     print(f"wrote {markdown_path}")
-    committed = os.path.abspath(args.config) == DEFAULT_CONFIG and os.path.abspath(args.out) == DEFAULT_OUT
-    if committed:
+    if os.path.abspath(args.out) == default_out(args.config):
+        source = os.path.relpath(markdown_path, REPO_ROOT)
         with open(markdown_path, encoding="utf-8") as f:
-            if sync_readme(README, f.read()):
-                print(f"synced {README} (its quality tables)")
+            if sync_readme(README, f.read(), source):
+                print(f"synced {README} (its copy of {source})")
     rows, _ = current_rows(os.path.join(args.out, JSONL), plan)
     for path in write_plots(args.out, rows, plan.get("published")):
         print(f"wrote {path}")

@@ -7,7 +7,8 @@ for RecBole atomic files already at `DIR/<name>/<name>.inter`), `models`, `runs`
 `{sampler, variant, models, datasets, seeds, config}`), `seeds`, `base_config` (the
 backbone, budget and protocol shared by every run) and optionally `published` (reference
 values shown beside the tables), `references` (the rows every row is compared with:
-column title -> a row name, or names of which the first in a table is taken) and `reuse`
+column title -> a row name, names of which the first in a table is taken, or sampler ->
+either, each row then compared with its own sampler's) and `reuse`
 (other plans' `quality.jsonl` files whose runs of the same key and effective config count
 as this plan's: shown, not trained again), and `dataset_config` (dataset name -> keys over
 base_config for that dataset's runs, below an entry's own `config`).
@@ -98,7 +99,10 @@ def load_plan(path: str) -> dict[str, Any]:
         raise PlanError(f"{path}: dataset_config names datasets {sorted(unknown_datasets)} not declared in datasets")
     rows = {row_name(str(e["sampler"]), str(e.get("variant") or "")).lower() for e in plan["runs"] if isinstance(e, dict)}
     for title, names in (plan.get("references") or {}).items():
-        unknown = [n for n in ([names] if isinstance(names, str) else names) if n.lower() not in rows]
+        named = [names] if isinstance(names, str) else (
+            [n for v in names.values() for n in ([v] if isinstance(v, str) else v)] if isinstance(names, dict)
+            else names)
+        unknown = [n for n in named if n.lower() not in rows]
         if unknown:
             raise PlanError(f"{path}: references {title!r} names rows {unknown} that no run entry gives")
     for i, entry in enumerate(plan["runs"]):

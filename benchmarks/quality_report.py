@@ -13,15 +13,21 @@ from benchmarks.benchlib import describe, mean_std, write_atomic
 from benchmarks.quality_plan import REPO_ROOT, planned_runs, row_name
 from benchmarks.quality_results import Row, current_rows, grouped, published_range
 
-# the rows each row's NDCG@10 is compared with (column title -> row name, or names of which
-# the first in a table is taken); a plan's `references` replaces them
+# the rows each row's masked NDCG@10 is compared with (column title -> row name, names of which
+# the first in a table is taken, or sampler -> either, each row then compared with its own
+# sampler's); a plan's `references` replaces them
 REFERENCES: dict[str, Any] = {"uniform": "uniform", "CE": "none"}
 TABLE_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10"), ("ndcg@20", "NDCG@20"), ("hit@20", "HR@20")]
 MASKED_METRICS = [("ndcg@10", "NDCG@10"), ("hit@10", "HR@10")]
 RATIO_METRIC = "ndcg@10"
 README = os.path.join(REPO_ROOT, "benchmarks", "README.md")  # where the tables are copied
-README_START = "<!-- quality tables: written by benchmarks/quality.py from benchmarks/results/quality.md -->"
-README_END = "<!-- end of quality tables -->"
+
+
+def readme_markers(source: str) -> tuple[str, str]:
+    """The comment lines around the README's copy of the tables of `source`, a quality.md
+    named relative to the repository (`benchmarks/results/quality.md`)."""
+    return (f"<!-- quality tables: written by benchmarks/quality.py from {source} -->",
+            f"<!-- end of quality tables: {source} -->")
 
 
 def _format_range(bounds: Optional[tuple[float, float]]) -> str:
@@ -32,13 +38,15 @@ def _format_range(bounds: Optional[tuple[float, float]]) -> str:
 
 
 def ratio_cell(runs: list[Row], reference: Optional[list[Row]]) -> str:
-    """The mean test NDCG@10 of `runs` over that of `reference`, over the seeds both ran
-    (all of each where they share none), with the p-value of a two-sided paired t-test over
-    the shared seeds (from two on, and where the differences vary)."""
+    """The mean masked test NDCG@10 of `runs` over that of `reference` (masked: the one
+    metric every protocol's line records alike), over the seeds both ran (all of each where
+    they share none), with the p-value of a two-sided paired t-test over the shared seeds
+    (from two on, and where the differences vary)."""
     if not reference or runs is reference:
         return "–" if not reference else "1.000"
-    ours = {r["seed"]: r["test"][RATIO_METRIC] for r in runs if RATIO_METRIC in r["test"]}
-    theirs = {r["seed"]: r["test"][RATIO_METRIC] for r in reference if RATIO_METRIC in r["test"]}
+    ours = {r["seed"]: r["test_masked"][RATIO_METRIC] for r in runs if RATIO_METRIC in r.get("test_masked", {})}
+    theirs = {r["seed"]: r["test_masked"][RATIO_METRIC] for r in reference
+              if RATIO_METRIC in r.get("test_masked", {})}
     seeds = sorted(ours.keys() & theirs.keys())
     if seeds:
         ours, theirs = {s: ours[s] for s in seeds}, {s: theirs[s] for s in seeds}
@@ -58,15 +66,15 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
            eval_mask: str = "none", references: Optional[dict[str, Any]] = None) -> str:
     """The markdown tables of `results`: one per dataset and model, a row per sampler and
     variant, beside the `published` masked NDCG@10 (dataset -> model -> row name -> value or
-    [low, high]) and its ratio to each of the `references` rows (column title -> row name,
-    default REFERENCES); then the `superseded` lines, one table row each; then how many of
+    [low, high]) and its ratio to each of the `references` rows (REFERENCES' format and
+    default); then the `superseded` lines, one table row each; then how many of
     the `planned` runs the tables hold, and the machines. `eval_mask`: the plan's, which says
     what the first four metrics rank."""
     groups = grouped(results)
     published = published or {}
-    references = {title: [names] if isinstance(names, str) else list(names)
-                  for title, names in (references or REFERENCES).items()}
-    compared = ", ".join(f"`{name}`" for names in references.values() for name in names)
+    references = {title: _by_sampler(names) for title, names in (references or REFERENCES).items()}
+    compared = ", ".join(f"`{name}`" for by_sampler in references.values()
+                         for names in by_sampler.values() for name in names)
     first_four = (
         ["metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
          "models); `masked` ranks without them, the protocol of the published reference points."]
@@ -81,9 +89,9 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
         "checkpoint. Mean ± standard deviation over seeds; HR is RecBole's Hit. The first four",
         *first_four,
         "`published` is the masked NDCG@10 reported for that training on the same files (the plan's",
-        "`published`). `ratio to` is the mean test NDCG@10 over that of a reference row, with the p-value",
+        "`published`). `ratio to` is the mean masked NDCG@10 over that of a reference row, with the p-value",
         "of a two-sided paired t-test over the seeds both rows ran (from two seeds on); the reference",
-        f"rows: {compared} (of several named for one column, the first the table has). `s/epoch`",
+        f"rows: {compared} (of several named for one column and sampler, the first the table has). `s/epoch`",
         "is a run's median training time of an epoch, per machine (listed at the end; a row's seeds may come from",
         "different machines). `at cap` counts the runs that the epoch cap ended before early stopping",
         "did (their best valid epoch among the last few): their figures may be lower bounds. Written",
@@ -102,8 +110,6 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
                 + f", {r['threads']} CPU thread(s)" + ("" if alone else " each"))
     for (dataset, model), rows in groups.items():
         by_name = {row_name(s, v).lower(): runs for (s, v), runs in rows.items()}
-        reference_runs = {title: next((by_name[n.lower()] for n in names if n.lower() in by_name), None)
-                          for title, names in references.items()}
         lines += ["", f"## {dataset}, {model}", "",
                   "| sampler | " + " | ".join(f"test {title}" for _, title in TABLE_METRICS)
                   + " | " + " | ".join(f"masked {title}" for _, title in MASKED_METRICS)
@@ -114,7 +120,8 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
             cells = [mean_std([r["test"][m] for r in runs if m in r["test"]]) for m, _ in TABLE_METRICS]
             cells += [mean_std([r["test_masked"][m] for r in runs if m in r.get("test_masked", {})])
                       for m, _ in MASKED_METRICS]
-            ratios = " | ".join(ratio_cell(runs, reference) for reference in reference_runs.values())
+            ratios = " | ".join(ratio_cell(runs, _reference_runs(by_name, by_sampler, sampler))
+                                for by_sampler in references.values())
             epochs = statistics.mean(r["epochs_run"] for r in runs)
             at_cap = sum(r["epochs_run"] == r.get("config", {}).get("epochs") for r in runs)
             speed = _speeds_by_machine(runs, machines)
@@ -138,6 +145,20 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
         shared = "; ".join(sorted(sharing.get(name, ())))
         lines += ["", f"Machine {letter}: {name}" + (f" ({shared})" if shared else "")]
     return "\n".join(lines) + "\n"
+
+
+def _by_sampler(names: Any) -> dict[Optional[str], list[str]]:
+    """A `references` value as sampler (None: any) -> row names, first found first."""
+    if isinstance(names, dict):
+        return {sampler: [n] if isinstance(n, str) else list(n) for sampler, n in names.items()}
+    return {None: [names] if isinstance(names, str) else list(names)}
+
+
+def _reference_runs(by_name: dict[str, list[Row]], by_sampler: dict[Optional[str], list[str]],
+                    sampler: str) -> Optional[list[Row]]:
+    """The runs of the first of `sampler`'s (or any sampler's) reference rows a table has."""
+    names = by_sampler.get(sampler, by_sampler.get(None, []))
+    return next((by_name[n.lower()] for n in names if n.lower() in by_name), None)
 
 
 def render_plan(jsonl_path: str, plan: dict[str, Any]) -> str:
@@ -169,19 +190,20 @@ def _speeds_by_machine(runs: list[Row], machines: dict[str, str]) -> str:
     return "; ".join(f"{statistics.mean(v):.1f} ({m})" for m, v in sorted(by_machine.items())) or "–"
 
 
-def sync_readme(readme_path: str, markdown: str) -> bool:
+def sync_readme(readme_path: str, markdown: str, source: str) -> bool:
     """Copy `markdown`'s tables (from its first `## ` heading on, headings as `Title:` lines)
-    between the README's two quality markers (the file is rewritten only when that changes
-    it); False when the README has no markers."""
+    between the README's two markers for `source` (`readme_markers`; the file is rewritten
+    only when that changes it); False when the README has no such markers."""
     with open(readme_path) as f:
         text = f.read()
-    if README_START not in text or README_END not in text:
+    start, end = readme_markers(source)
+    if start not in text or end not in text:
         return False
     body = markdown[markdown.index("\n## ") + 1:] if "\n## " in markdown else "No results yet.\n"
     body = "\n".join(f"{line[3:]}:" if line.startswith("## ") else line for line in body.splitlines())
-    head, rest = text.split(README_START, 1)
-    tail = rest.split(README_END, 1)[1]
-    synced = f"{head}{README_START}\n{body}\n{README_END}{tail}"
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    synced = f"{head}{start}\n{body}\n{end}{tail}"
     if synced != text:
         write_atomic(readme_path, synced)
     return True

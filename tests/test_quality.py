@@ -13,7 +13,7 @@ from scipy.sparse import csr_matrix
 from benchmarks import quality
 from benchmarks.quality_plan import (
     DEFAULT_CONFIG, DEFAULT_OUT, PlanError, dataset_location, default_out, load_plan, planned_runs, select, signature)
-from benchmarks.quality_report import README_END, README_START, ratio_cell, render, render_plan, sync_readme
+from benchmarks.quality_report import ratio_cell, readme_markers, render, render_plan, sync_readme
 from benchmarks.quality_results import JSONL, current_rows, row_key
 from benchmarks.quality_run import UNFINISHED, earlier_items, ranking_metrics, run_folder
 from conftest import write_tiny_dataset
@@ -134,8 +134,9 @@ def _row(seed: int, cuda, seconds: float, epochs_run: int = 3, cap: int = 10) ->
 
 
 def test_ratios_pair_the_seeds_in_a_t_test():
-    def row(sampler, seed, ndcg):
-        return {**_row(seed, None, 1.0), "sampler": sampler, "test": {"ndcg@10": ndcg}}
+    def row(sampler, seed, ndcg, variant=""):  # the ratio is on the masked metric, the test one differs
+        return {**_row(seed, None, 1.0), "sampler": sampler, "variant": variant,
+                "test": {"ndcg@10": 0.5}, "test_masked": {"ndcg@10": ndcg}}
 
     uniform = [row("uniform", s, v) for s, v in ((1, 0.10), (2, 0.12), (3, 0.11))]
     dns = [row("DNS", s, v) for s, v in ((1, 0.20), (2, 0.25), (3, 0.21))]
@@ -149,6 +150,12 @@ def test_ratios_pair_the_seeds_in_a_t_test():
     md = render(uniform + dns, references={"uniform": "uniform", "DNS": ["GenNi", "DNS"]})
     assert "| ratio to uniform | ratio to DNS |" in md
     assert "| 2.000 (p 0.0082) | 1.000 | 3 |" in md
+    # a reference per sampler: each row against its own sampler's
+    dns_base = [row("DNS", s, v, "base") for s, v in ((1, 0.10), (2, 0.10), (3, 0.07))]
+    md = render(uniform + dns + dns_base, references={"own": {"uniform": "uniform", "DNS": "DNS (base)"}})
+    assert "| DNS | " in md and "| 2.000 (p 0.0082) | 3 |" not in md
+    lines = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| ")}
+    assert " | 2.444 (p 0.014) | 3 |" in lines["| DNS"] and " | 1.000 | 3 |" in lines["| uniform"]
 
 
 def test_runs_ended_by_the_epoch_cap_are_counted():
@@ -179,13 +186,15 @@ def test_committed_tables_are_the_committed_lines_rendered():
 def test_readme_copy_of_the_tables(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\nintro\n")
-    assert not sync_readme(str(readme), "# Quality\n\n## d, SASRec\n\n| a |\n")
-    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\nafter\n")
+    assert not sync_readme(str(readme), "# Quality\n\n## d, SASRec\n\n| a |\n", "a/quality.md")
+    start, end = readme_markers("a/quality.md")
+    other_start, other_end = readme_markers("b/quality.md")
+    readme.write_text(f"intro\n{start}\nold\n{end}\n{other_start}\nother\n{other_end}\nafter\n")
     markdown = "# Quality\n\nprose\n\n## d, SASRec\n\n| a |\n|---|\n"
-    assert sync_readme(str(readme), markdown)
-    expected = f"intro\n{README_START}\nd, SASRec:\n\n| a |\n|---|\n{README_END}\nafter\n"
-    assert readme.read_text() == expected
-    assert sync_readme(str(readme), markdown) and readme.read_text() == expected  # idempotent
+    assert sync_readme(str(readme), markdown, "a/quality.md")
+    expected = f"intro\n{start}\nd, SASRec:\n\n| a |\n|---|\n{end}\n{other_start}\nother\n{other_end}\nafter\n"
+    assert readme.read_text() == expected  # the other file's copy untouched
+    assert sync_readme(str(readme), markdown, "a/quality.md") and readme.read_text() == expected  # idempotent
 
 
 def test_plan_order_and_conversion(tmp_path):
@@ -471,19 +480,19 @@ def test_a_plan_of_ones_own_leaves_the_committed_results_alone(tmp_path):
     assert _committed_files() == committed
 
 
-def test_only_the_committed_plan_syncs_the_readme(tmp_path, data_root, monkeypatch):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold\n{README_END}\n")
+def test_a_plan_written_to_its_own_folder_syncs_its_readme_copy(tmp_path, data_root, monkeypatch):
     config = tmp_path / "plan.yaml"
     config.write_text(yaml.safe_dump(_plan(data_root)))
-    out = tmp_path / "results"
+    own = tmp_path / "plan_results"
+    start, end = readme_markers(os.path.relpath(own / "quality.md", REPO_ROOT))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{start}\nold\n{end}\n")
     monkeypatch.setattr(quality, "README", str(readme))
-    monkeypatch.setattr(quality, "DEFAULT_OUT", str(out))
-    assert quality.main(["--config", str(config), "--out", str(out), "--render-only"]) == 0
-    assert "old" in readme.read_text()  # another plan, even written to the committed folder
-    monkeypatch.setattr(quality, "DEFAULT_CONFIG", str(config))
-    assert quality.main(["--config", str(config), "--out", str(out), "--render-only"]) == 0
-    assert readme.read_text() == f"intro\n{README_START}\nNo results yet.\n{README_END}\n"
+    elsewhere = tmp_path / "results"
+    assert quality.main(["--config", str(config), "--out", str(elsewhere), "--render-only"]) == 0
+    assert "old" in readme.read_text()  # written elsewhere: no copy
+    assert quality.main(["--config", str(config), "--render-only"]) == 0
+    assert readme.read_text() == f"intro\n{start}\nNo results yet.\n{end}\n"
 
 
 def test_the_example_plan(tmp_path, capsys):

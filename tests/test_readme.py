@@ -4,12 +4,15 @@ from __future__ import annotations
 import os
 import re
 
+from benchmarks.quality_report import sync_readme
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 RESULT_TABLES = [os.path.join(ROOT, "benchmarks", "results", name)
                  for name in sorted(os.listdir(os.path.join(ROOT, "benchmarks", "results"))) if name.endswith(".md")]
-RESULT_TABLES.append(os.path.join(ROOT, "benchmarks", "anchors_results", "quality.md"))
+RESULT_TABLES += sorted(os.path.join(ROOT, "benchmarks", name, "quality.md")
+                        for name in os.listdir(os.path.join(ROOT, "benchmarks")) if name.endswith("_results"))
 
 
 def read(*path: str) -> str:
@@ -46,7 +49,7 @@ MDCNS_PAPER_NDCG10 = {"0.0347", "0.0425", "0.0497", "0.0685", "0.0573", "0.0510"
 
 def test_real_data_reading_quotes_only_committed_numbers():
     """Every NDCG/HR figure in the reading below the tables is in quality.md, a published anchor or the paper."""
-    reading = read("benchmarks", "README.md").split("<!-- end of quality tables -->")[1].split("\n### ")[0]
+    reading = read("benchmarks", "README.md").split("<!-- end of quality tables: benchmarks/results/quality.md -->")[1].split("\n### ")[0]
     sources = [os.path.join(ROOT, "benchmarks", "results", "quality.md"), os.path.join(ROOT, "benchmarks", "quality.yaml")]
     known = set(MDCNS_PAPER_NDCG10)
     for path in sources:
@@ -55,3 +58,14 @@ def test_real_data_reading_quotes_only_committed_numbers():
     quoted = set(re.findall(r"0\.0\d{3}", reading))
     assert quoted, "the reading quotes no figures"
     assert quoted <= known, sorted(quoted - known)
+
+
+def test_each_readme_copy_of_a_results_table_is_that_file_unchanged(tmp_path):
+    """Every `quality tables` block of benchmarks/README.md is its quality.md as the harness copies it."""
+    readme = tmp_path / "README.md"
+    readme.write_text(read("benchmarks", "README.md"), encoding="utf-8")
+    sources = re.findall(r"<!-- quality tables: written by benchmarks/quality.py from (\S+) -->", readme.read_text())
+    assert len(sources) >= 4, sources
+    for source in sources:
+        assert sync_readme(str(readme), read(source), source), source
+    assert readme.read_text(encoding="utf-8") == read("benchmarks", "README.md")
