@@ -4,7 +4,8 @@ live, and each run's effective config (what decides whether a recorded run is st
 A plan (yaml) declares `datasets` (name -> a text file converted once by
 `recbole_mdcns.convert` into `data_dir`, default `benchmarks/data/`, or `{data_path: DIR}`
 for RecBole atomic files already at `DIR/<name>/<name>.inter`), `models`, `runs` (entries
-`{sampler, variant, models, datasets, seeds, config}`), `seeds`, `base_config` (the
+`{sampler, variant, models, datasets, seeds, config, first}`: `first` entries run, every
+seed, before the others), `seeds`, `base_config` (the
 backbone, budget and protocol shared by every run) and optionally `published` (reference
 values shown beside the tables), `references` (the rows every row is compared with:
 column title -> a row name, names of which the first in a table is taken, or sampler ->
@@ -28,7 +29,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "benchmarks", "quality.yaml")
 DEFAULT_OUT = os.path.join(REPO_ROOT, "benchmarks", "results")
 DEFAULT_DATA_DIR = os.path.join(REPO_ROOT, "benchmarks", "data")
-ENTRY_FIELDS = {"sampler", "variant", "models", "datasets", "seeds", "config"}
+ENTRY_FIELDS = {"sampler", "variant", "models", "datasets", "seeds", "config", "first"}
 # keys the harness sets per run (over any value the plan gives them)
 HARNESS_KEYS = ("data_path", "checkpoint_dir", "sampler", "seed")
 # keys of the effective config that say where and how a run ran, not what it computes: left
@@ -119,12 +120,14 @@ def load_plan(path: str) -> dict[str, Any]:
 
 
 def planned_runs(plan: dict[str, Any]) -> list[Run]:
-    """Every run of the plan, in order: seed, run entry, model, dataset (so a partial set
-    holds the first seed of the first entries on every dataset)."""
+    """Every run of the plan, in order: the entries marked `first` before the others, then
+    seed, run entry, model, dataset (so a partial set holds every seed of the `first`
+    entries, then the first seed of the first other entries, on every dataset)."""
     runs: list[Run] = []
     seen: set[tuple] = set()
-    for seed in plan["seeds"]:
-        for entry in plan["runs"]:
+    stages = [[e for e in plan["runs"] if e.get("first")], [e for e in plan["runs"] if not e.get("first")]]
+    for entries, seed in ((entries, seed) for entries in stages for seed in plan["seeds"]):
+        for entry in entries:
             for model in plan["models"]:
                 for dataset in plan["datasets"]:
                     scopes = (("models", model), ("datasets", dataset), ("seeds", seed))

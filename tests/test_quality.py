@@ -218,6 +218,10 @@ def test_plan_order_and_conversion(tmp_path):
     assert [r.label for r in runs if r.sampler == "DNS"] == ["big SASRec DNS seed 1", "big SASRec DNS seed 2"]
     todo = select(runs, {runs[0].key}, datasets="SMALL", samplers="uniform")
     assert len(todo) == 3 and runs[0] not in todo
+    # entries marked `first` run every seed before the other entries
+    plan["runs"][1]["first"] = True
+    assert [r.label for r in planned_runs(plan)[:3]] == [
+        "big SASRec DNS seed 1", "big SASRec DNS seed 2", "small SASRec uniform seed 1"]
 
     source = tmp_path / "seq.txt"
     source.write_text("1 1 2 3 4\n2 2 3 4 5\n")
