@@ -5,9 +5,12 @@ over rows:
 
 - BPR:  mean_k -log sigma(p - n_k)
 - BCE:  -log sigma(p) - mean_k log(1 - sigma(n_k))
-- SSM (sampled softmax): -log( e^(p/T) / (e^(p/T) + sum_k e^(n_k/T - log Q_k)) ), where the
-  logQ correction subtracts the log of each negative's proposal probability Q_k when the
-  sampler knows it (Yi et al. 2019); the positive is given, not drawn, so it is not corrected
+- SSM (sampled softmax): -log( e^(p/T) / (e^(p/T) + sum_k e^(n_k/T - log(K Q_k))) ), where
+  the logQ correction subtracts the log of each negative's expected count among the K draws,
+  K Q_k with Q_k its proposal probability, when the sampler knows it (Yi et al. 2019; Bengio
+  and Senecal 2008): sum_k e^(n_k) / (K Q_k) then estimates the full softmax's sum over the
+  row's other items, and K = N - 1 draws of each other item once give full CE exactly. The
+  positive is given, not drawn, so it is not corrected
 - gBCE (gSASRec, Petrov & Macdonald 2023): -beta log sigma(p) - sum_k log(1 - sigma(n_k)),
   beta = 1 - t (1 - K / (N - 1)); t = 0 is BCE with its negatives summed (our BCE averages
   them: the two are equal at K = 1)
@@ -85,7 +88,7 @@ def sampled_softmax_loss(pos_score: Tensor, neg_score: Tensor, temperature: floa
                          neg_log_q: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Tensor:
     neg_logits = neg_score / temperature
     if neg_log_q is not None:
-        neg_logits = neg_logits - neg_log_q
+        neg_logits = neg_logits - (neg_log_q + math.log(neg_score.size(1)))
     if valid is not None:
         neg_logits = neg_logits.masked_fill(~valid, -math.inf)
     logits = torch.cat([(pos_score / temperature).unsqueeze(1), neg_logits], dim=1)

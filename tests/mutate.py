@@ -110,9 +110,15 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "ssm_log_q_added", "recbole_mdcns/losses.py",
-        "neg_logits = neg_logits - neg_log_q", "neg_logits = neg_logits + neg_log_q",
+        "neg_logits = neg_logits - (neg_log_q + math.log", "neg_logits = neg_logits + (neg_log_q + math.log",
         ("tests/test_losses.py::test_sampled_softmax_matches_its_formula_with_temperature_and_log_q",),
         "SSM adds log Q instead of subtracting it",
+    ),
+    Mutation(
+        "ssm_log_q_without_k", "recbole_mdcns/losses.py",
+        "neg_logits - (neg_log_q + math.log(neg_score.size(1)))", "neg_logits - neg_log_q",
+        ("tests/test_losses.py::test_sampled_softmax_over_every_other_item_is_full_cross_entropy",),
+        "SSM corrects by log Q, not log(K Q): a margin of log K against the negatives",
     ),
     Mutation(
         "gbce_beta_ignored", "recbole_mdcns/losses.py",

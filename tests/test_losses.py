@@ -31,15 +31,15 @@ def test_bpr_and_bce_match_their_formulas():
 
 
 def test_sampled_softmax_matches_its_formula_with_temperature_and_log_q():
-    def row(p, negs, t, log_q):
-        logits = [p / t] + [n / t - q for n, q in zip(negs, log_q)]
+    def row(p, negs, t, log_q):  # the correction is log(K Q): the expected count among K = 2 draws
+        logits = [p / t] + [n / t - q - math.log(len(negs)) for n, q in zip(negs, log_q)]
         return math.log(sum(math.exp(x) for x in logits)) - p / t
 
     log_q = torch.tensor([[-1.0, -2.0], [0.5, -0.5]])
     for t in (1.0, 0.5):
         expected = (row(2.0, [1.0, 0.0], t, [-1.0, -2.0]) + row(-1.0, [0.5, -2.0], t, [0.5, -0.5])) / 2
         assert RankingLoss("SSM", temperature=t)(POS, NEG, log_q).item() == pytest.approx(expected, rel=1e-6)
-    plain = (row(2.0, [1.0, 0.0], 1.0, [0, 0]) + row(-1.0, [0.5, -2.0], 1.0, [0, 0])) / 2
+    plain = (row(2.0, [1.0, 0.0], 1.0, [-math.log(2)] * 2) + row(-1.0, [0.5, -2.0], 1.0, [-math.log(2)] * 2)) / 2
     assert RankingLoss("SSM")(POS, NEG).item() == pytest.approx(plain, rel=1e-6)
 
 
@@ -51,9 +51,15 @@ def test_sampled_softmax_over_every_other_item_is_full_cross_entropy():
     others = torch.stack([torch.cat([scores[r, : t - 1], scores[r, t:]]) for r, t in enumerate(targets.tolist())])
     full = F.cross_entropy(scores, targets - 1)
     assert sampled_softmax_loss(scores.gather(1, (targets - 1).unsqueeze(1)).squeeze(1), others) == pytest.approx(full.item(), rel=1e-5)
-    # a constant correction (uniform sampling) shifts every negative logit by the same amount
-    shifted = sampled_softmax_loss(scores[:, 0], others, neg_log_q=torch.full_like(others, -math.log(N_ITEMS - 1)))
-    assert shifted == pytest.approx(sampled_softmax_loss(scores[:, 0], others + math.log(N_ITEMS - 1)).item(), rel=1e-6)
+    # with the logQ correction of uniform draws (Q = 1 / (N - 1)), still full CE: K Q = 1
+    positive = scores.gather(1, (targets - 1).unsqueeze(1)).squeeze(1)
+    corrected = sampled_softmax_loss(positive, others, neg_log_q=torch.full_like(others, -math.log(N_ITEMS - 1)))
+    assert corrected == pytest.approx(full.item(), rel=1e-5)
+    # and half of them, each drawn with Q = 1 / (N - 1): the sum over them counts twice
+    half = others[:, ::2]
+    estimate = sampled_softmax_loss(positive, half, neg_log_q=torch.full_like(half, -math.log(N_ITEMS - 1)))
+    twice = torch.logsumexp(torch.cat([positive.unsqueeze(1), half + math.log(others.size(1) / half.size(1))], 1), 1)
+    assert estimate == pytest.approx((twice - positive).mean().item(), rel=1e-5)
 
 
 def test_gbce_matches_gsasrec():

@@ -38,7 +38,7 @@ SHARED_PARAMS = (
     Param("neg_num", int, 1, "K, negatives per training row", minimum=1),
     Param("neg_temperature", float, 1.0, "SSM's temperature T: scores are divided by it", minimum=0,
           minimum_exclusive=True),
-    Param("neg_logq", bool, False, "SSM subtracts log Q of each negative, its proposal probability (uniform, "
+    Param("neg_logq", bool, False, "SSM subtracts log(K Q) of each negative, Q its proposal probability (uniform, "
           "popularity and GenNi know it)"),
     Param("neg_shared", bool, False, "the K negatives are drawn once per batch and scored by every row as one "
           "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity)"),
