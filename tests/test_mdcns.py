@@ -9,7 +9,8 @@ import torch
 from recbole_mdcns import ConfigError, build_experiment
 from recbole_mdcns.config import Config
 from recbole_mdcns.losses import RankingLoss
-from recbole_mdcns.samplers.mdcns import MDCNSWeights, PeerConfig, consensus_distillation, mdcns_losses, select_negatives
+from recbole_mdcns.samplers.mdcns import (
+    MDCNSWeights, PeerConfig, picked_by_every_view, consensus_distillation, mdcns_losses, select_negatives)
 
 SMALL_PEER = {"embedding_size": 16, "hidden_size": 16, "n_layers": 1, "num_layers": 1, "inner_size": 32, "n_heads": 1}
 
@@ -279,3 +280,9 @@ def test_an_epoch_reports_the_three_loss_parts_and_the_diagnostics_behind_them(t
 def test_bad_mdcns_values(tiny_config, keys, message):
     with pytest.raises(ConfigError, match=message):
         Config("SASRec", config_dict={**tiny_config, "sampler": "MDCNS", **keys})
+
+
+def test_views_agree_counts_self_picks_every_view_made_in_any_slot():
+    picks = {"self": torch.tensor([[0, 2], [1, 3]]), "peer": torch.tensor([[2, 0], [1, 0]]),
+             "teacher": torch.tensor([[0, 2], [3, 1]])}
+    assert picked_by_every_view(picks, 4).tolist() == [[True, True], [True, False]]

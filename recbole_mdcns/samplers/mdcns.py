@@ -205,8 +205,7 @@ class MDCNSSampler(NegativeSampler):
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())
-            agree = (picks["self"] == picks["peer"]) & (picks["peer"] == picks["teacher"])
-            self.record("views_agree", agree.float().mean())
+            self.record("views_agree", picked_by_every_view(picks, candidates.size(1)).float().mean())
             w = self.weights
             # self's negatives: the picks of the views it trains on
             view_weights = {"self": w.alpha} if w.single_source else {"self": w.alpha, "peer": w.beta, "teacher": w.gamma}
@@ -217,3 +216,13 @@ class MDCNSSampler(NegativeSampler):
                 rows = batch.size if w.kd_reduction == "sum" else 1
                 self.record("kl", losses[2] / (w.kd_weight * rows))
         return losses
+
+
+def picked_by_every_view(picks: Mapping[str, Tensor], pool_size: int) -> Tensor:
+    """[B, K] bool: whether each of self's picks (candidate positions) is among the peer's
+    and the teacher's picks of its row too."""
+    agree = torch.ones_like(picks["self"], dtype=torch.bool)
+    for view in ("peer", "teacher"):
+        chosen = torch.zeros(picks[view].size(0), pool_size, dtype=torch.bool, device=picks[view].device)
+        agree &= chosen.scatter_(1, picks[view], True).gather(1, picks["self"])
+    return agree
