@@ -9,7 +9,8 @@
 
 The plan (`--config`, default `benchmarks/quality.yaml`; its format: `quality_plan.py`)
 lists datasets, models, run entries, seeds and the `base_config` shared by every run. Runs
-go seed by seed, then run entry (in the yaml's order), then model, then dataset.
+go: the entries marked `first` (every seed) before the others, then seed by seed, run entry
+(in the yaml's order), model, dataset.
 
 Each run trains with early stopping on the validation metric (RecBole's fit), tests the
 best checkpoint with RecBole's evaluation and once more with each user's earlier items
@@ -24,8 +25,8 @@ another config stay in the file and are left out of the tables (`quality_results
 `<plan's folder>/<plan's name>_results/` for any other. `<out>/quality.md` (mean ± std
 over seeds, `quality_report.py`) and, when matplotlib is installed, `quality_ndcg.png` and
 `quality_diagnostics.png` (`quality_plots.py`) are regenerated from the JSONL at the end;
-for the committed plan written to the default `<out>`, benchmarks/README.md's copy of the tables
-(between its quality markers) too.
+for a plan written to its own default `<out>` inside the repository, benchmarks/README.md's copy
+of the tables too, where the README has the two markers naming that `quality.md`.
 """
 from __future__ import annotations
 
@@ -99,8 +100,9 @@ def publish(plan: dict[str, Any], args: argparse.Namespace) -> None:
     os.makedirs(args.out, exist_ok=True)
     markdown_path = write_markdown(args.out, "quality", lambda path: render_plan(path, plan))
     print(f"wrote {markdown_path}")
-    if os.path.abspath(args.out) == default_out(args.config):
-        source = os.path.relpath(markdown_path, REPO_ROOT)
+    in_repo = os.path.commonpath([os.path.abspath(markdown_path), REPO_ROOT]) == REPO_ROOT
+    if in_repo and os.path.abspath(args.out) == default_out(args.config):
+        source = os.path.relpath(markdown_path, REPO_ROOT).replace(os.sep, "/")
         with open(markdown_path, encoding="utf-8") as f:
             if sync_readme(README, f.read(), source):
                 print(f"synced {README} (its copy of {source})")

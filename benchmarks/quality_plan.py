@@ -98,25 +98,38 @@ def load_plan(path: str) -> dict[str, Any]:
     unknown_datasets = set(plan.get("dataset_config") or {}) - set(plan["datasets"])
     if unknown_datasets:
         raise PlanError(f"{path}: dataset_config names datasets {sorted(unknown_datasets)} not declared in datasets")
-    rows = {row_name(str(e["sampler"]), str(e.get("variant") or "")).lower() for e in plan["runs"] if isinstance(e, dict)}
+    entries = [e for e in plan["runs"] if isinstance(e, dict)]
+    rows = {row_name(str(e["sampler"]), str(e.get("variant") or "")).lower() for e in entries}
+    samplers = {str(e["sampler"]).lower() for e in entries if "sampler" in e}
     for title, names in (plan.get("references") or {}).items():
-        named = [names] if isinstance(names, str) else (
-            [n for v in names.values() for n in ([v] if isinstance(v, str) else v)] if isinstance(names, dict)
-            else names)
-        unknown = [n for n in named if n.lower() not in rows]
+        by_sampler = reference_names(names)
+        unknown = [n for named in by_sampler.values() for n in named if n.lower() not in rows]
         if unknown:
             raise PlanError(f"{path}: references {title!r} names rows {unknown} that no run entry gives")
+        unknown = sorted(set(by_sampler) - samplers - {None})
+        if unknown:
+            raise PlanError(f"{path}: references {title!r} names samplers {unknown} that no run entry trains")
     for i, entry in enumerate(plan["runs"]):
         if not isinstance(entry, dict) or "sampler" not in entry:
             raise PlanError(f"{path}: runs[{i}] needs a sampler: {entry!r}")
         unknown = set(entry) - ENTRY_FIELDS
         if unknown:
             raise PlanError(f"{path}: runs[{i}] has unknown fields {sorted(unknown)}")
+        if not isinstance(entry.get("first", False), bool):
+            raise PlanError(f"{path}: runs[{i}] first = {entry['first']!r}: must be true or false")
         for scope, known in (("models", plan["models"]), ("datasets", list(plan["datasets"])), ("seeds", plan["seeds"])):
             extra = set(entry.get(scope) or []) - set(known)
             if extra:
                 raise PlanError(f"{path}: runs[{i}] names {scope} {sorted(extra)} not declared in {scope}")
     return plan
+
+
+def reference_names(names: Any) -> dict[Optional[str], list[str]]:
+    """A `references` value as sampler (lower case; None: any sampler) -> row names, of which
+    the first a table has is taken."""
+    if isinstance(names, dict):
+        return {str(sampler).lower(): [n] if isinstance(n, str) else list(n) for sampler, n in names.items()}
+    return {None: [names] if isinstance(names, str) else list(names)}
 
 
 def planned_runs(plan: dict[str, Any]) -> list[Run]:

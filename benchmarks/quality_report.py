@@ -10,7 +10,7 @@ from typing import Any, Optional
 from scipy.stats import ttest_rel
 
 from benchmarks.benchlib import describe, mean_std, write_atomic
-from benchmarks.quality_plan import REPO_ROOT, planned_runs, row_name
+from benchmarks.quality_plan import REPO_ROOT, planned_runs, reference_names, row_name
 from benchmarks.quality_results import Row, current_rows, grouped, published_range
 
 # the rows each row's masked NDCG@10 is compared with (column title -> row name, names of which
@@ -72,9 +72,10 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
     what the first four metrics rank."""
     groups = grouped(results)
     published = published or {}
-    references = {title: _by_sampler(names) for title, names in (references or REFERENCES).items()}
-    compared = ", ".join(f"`{name}`" for by_sampler in references.values()
-                         for names in by_sampler.values() for name in names)
+    references = {title: reference_names(names) for title, names in (references or REFERENCES).items()}
+    compared = ", ".join(f"`{name}`" + ("" if sampler is None else f" for {sampler}")
+                         for by_sampler in references.values() for sampler, names in by_sampler.items()
+                         for name in names)
     first_four = (
         ["metrics are RecBole's, which ranks a user's earlier items too (it masks none for sequential",
          "models); `masked` ranks without them, the protocol of the published reference points."]
@@ -147,17 +148,10 @@ def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = Non
     return "\n".join(lines) + "\n"
 
 
-def _by_sampler(names: Any) -> dict[Optional[str], list[str]]:
-    """A `references` value as sampler (None: any) -> row names, first found first."""
-    if isinstance(names, dict):
-        return {sampler: [n] if isinstance(n, str) else list(n) for sampler, n in names.items()}
-    return {None: [names] if isinstance(names, str) else list(names)}
-
-
 def _reference_runs(by_name: dict[str, list[Row]], by_sampler: dict[Optional[str], list[str]],
                     sampler: str) -> Optional[list[Row]]:
     """The runs of the first of `sampler`'s (or any sampler's) reference rows a table has."""
-    names = by_sampler.get(sampler, by_sampler.get(None, []))
+    names = by_sampler.get(sampler.lower(), by_sampler.get(None, []))
     return next((by_name[n.lower()] for n in names if n.lower() in by_name), None)
 
 

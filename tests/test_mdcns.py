@@ -283,6 +283,9 @@ def test_bad_mdcns_values(tiny_config, keys, message):
 
 
 def test_views_agree_counts_self_picks_every_view_made_in_any_slot():
-    picks = {"self": torch.tensor([[0, 2], [1, 3]]), "peer": torch.tensor([[2, 0], [1, 0]]),
+    candidates = torch.tensor([[5, 6, 7, 5], [8, 9, 5, 6]])  # item 5 twice in row 0's pool
+    picks = {"self": torch.tensor([[0, 2], [1, 3]]), "peer": torch.tensor([[2, 3], [1, 0]]),
              "teacher": torch.tensor([[0, 2], [3, 1]])}
-    assert picked_by_every_view(picks, 4).tolist() == [[True, True], [True, False]]
+    # row 0: 5 (the peer picked the other 5) and 7 agree; row 1: 9 agrees, 6 the peer did not
+    # pick (and row 0's 6 does not count for row 1)
+    assert picked_by_every_view(candidates, picks).tolist() == [[True, True], [True, False]]

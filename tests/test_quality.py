@@ -176,11 +176,15 @@ def test_speed_is_reported_per_machine():
     assert "Machine B: CPU (x86_64), 2 logical CPUs, torch 2 (2 runs" in md
 
 
-def test_committed_tables_are_the_committed_lines_rendered():
-    """benchmarks/results/quality.md is what the script writes from the committed quality.jsonl."""
-    plan = load_plan(DEFAULT_CONFIG)
-    with open(os.path.join(DEFAULT_OUT, "quality.md"), encoding="utf-8") as f:
-        assert f.read() == render_plan(os.path.join(DEFAULT_OUT, JSONL), plan)
+@pytest.mark.parametrize("plan_path", sorted({DEFAULT_CONFIG, *map(str, (REPO_ROOT / "benchmarks").glob("*.yaml"))}))
+def test_committed_tables_are_the_committed_lines_rendered(plan_path):
+    """Each committed plan's quality.md is what the script writes from its committed quality.jsonl."""
+    out = default_out(plan_path)
+    source = os.path.relpath(os.path.join(out, "quality.md"), REPO_ROOT).replace(os.sep, "/")
+    if readme_markers(source)[0] not in (REPO_ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8"):
+        pytest.skip(f"{os.path.basename(plan_path)}: no committed results (benchmarks/README.md copies none)")
+    with open(os.path.join(out, "quality.md"), encoding="utf-8") as f:
+        assert f.read() == render_plan(os.path.join(out, JSONL), load_plan(plan_path))
 
 
 def test_readme_copy_of_the_tables(tmp_path):
@@ -218,10 +222,17 @@ def test_plan_order_and_conversion(tmp_path):
     assert [r.label for r in runs if r.sampler == "DNS"] == ["big SASRec DNS seed 1", "big SASRec DNS seed 2"]
     todo = select(runs, {runs[0].key}, datasets="SMALL", samplers="uniform")
     assert len(todo) == 3 and runs[0] not in todo
-    # entries marked `first` run every seed before the other entries
+    # entries marked `first` run every seed (of theirs) before the other entries
     plan["runs"][1]["first"] = True
-    assert [r.label for r in planned_runs(plan)[:3]] == [
-        "big SASRec DNS seed 1", "big SASRec DNS seed 2", "small SASRec uniform seed 1"]
+    plan["runs"][2]["first"] = True
+    assert [r.label for r in planned_runs(plan)[:4]] == [
+        "big SASRec DNS seed 1", "big SASRec DNS seed 2", "big SASRec GenNi seed 2", "small SASRec uniform seed 1"]
+    plan_file.write_text(yaml.safe_dump({**plan, "runs": [{"sampler": "uniform", "first": "no"}]}))
+    with pytest.raises(PlanError, match=r"first = 'no': must be true or false"):
+        load_plan(str(plan_file))
+    plan_file.write_text(yaml.safe_dump({**plan, "references": {"own": {"Uniform": "uniform", "MDCNS": "uniform"}}}))
+    with pytest.raises(PlanError, match=r"names samplers \['mdcns'\] that no run entry trains"):
+        load_plan(str(plan_file))
 
     source = tmp_path / "seq.txt"
     source.write_text("1 1 2 3 4\n2 2 3 4 5\n")
@@ -487,16 +498,20 @@ def test_a_plan_of_ones_own_leaves_the_committed_results_alone(tmp_path):
 def test_a_plan_written_to_its_own_folder_syncs_its_readme_copy(tmp_path, data_root, monkeypatch):
     config = tmp_path / "plan.yaml"
     config.write_text(yaml.safe_dump(_plan(data_root)))
-    own = tmp_path / "plan_results"
-    start, end = readme_markers(os.path.relpath(own / "quality.md", REPO_ROOT))
+    start, end = readme_markers("plan_results/quality.md")  # named relative to the repository
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{start}\nold\n{end}\n")
     monkeypatch.setattr(quality, "README", str(readme))
+    monkeypatch.setattr(quality, "REPO_ROOT", str(tmp_path))
     elsewhere = tmp_path / "results"
     assert quality.main(["--config", str(config), "--out", str(elsewhere), "--render-only"]) == 0
     assert "old" in readme.read_text()  # written elsewhere: no copy
     assert quality.main(["--config", str(config), "--render-only"]) == 0
     assert readme.read_text() == f"intro\n{start}\nNo results yet.\n{end}\n"
+    readme.write_text(f"intro\n{start}\nold\n{end}\n")
+    monkeypatch.setattr(quality, "REPO_ROOT", str(tmp_path / "elsewhere"))
+    assert quality.main(["--config", str(config), "--render-only"]) == 0
+    assert "old" in readme.read_text()  # results outside the repository: no copy
 
 
 def test_the_example_plan(tmp_path, capsys):

@@ -205,7 +205,7 @@ class MDCNSSampler(NegativeSampler):
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())
-            self.record("views_agree", picked_by_every_view(picks, candidates.size(1)).float().mean())
+            self.record("views_agree", picked_by_every_view(candidates, picks).float().mean())
             w = self.weights
             # self's negatives: the picks of the views it trains on
             view_weights = {"self": w.alpha} if w.single_source else {"self": w.alpha, "peer": w.beta, "teacher": w.gamma}
@@ -218,11 +218,11 @@ class MDCNSSampler(NegativeSampler):
         return losses
 
 
-def picked_by_every_view(picks: Mapping[str, Tensor], pool_size: int) -> Tensor:
-    """[B, K] bool: whether each of self's picks (candidate positions) is among the peer's
-    and the teacher's picks of its row too."""
-    agree = torch.ones_like(picks["self"], dtype=torch.bool)
-    for view in ("peer", "teacher"):
-        chosen = torch.zeros(picks[view].size(0), pool_size, dtype=torch.bool, device=picks[view].device)
-        agree &= chosen.scatter_(1, picks[view], True).gather(1, picks["self"])
-    return agree
+def picked_by_every_view(candidates: Tensor, picks: Mapping[str, Tensor]) -> Tensor:
+    """[B, K] bool: whether the item of each of self's picks (positions in the row's
+    `candidates` [B, C]) is among the items the peer and the teacher picked in that row too."""
+    # an item id made unique per row, so that one flat membership test stays within rows
+    stride = int(candidates.max()) + 1
+    offset = torch.arange(candidates.size(0), device=candidates.device).unsqueeze(1) * stride
+    items = {view: candidates.gather(1, chosen) + offset for view, chosen in picks.items()}
+    return torch.isin(items["self"], items["peer"]) & torch.isin(items["self"], items["teacher"])
