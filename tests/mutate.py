@@ -115,6 +115,12 @@ MUTATIONS: list[Mutation] = [
         "SSM adds log Q instead of subtracting it",
     ),
     Mutation(
+        "mdcns_views_agree_across_rows", "recbole_mdcns/samplers/mdcns.py",
+        "candidates.gather(1, chosen) + offset", "candidates.gather(1, chosen)",
+        ("tests/test_mdcns.py::test_views_agree_counts_self_picks_every_view_made_in_any_slot",),
+        "MDCNS's views_agree counts an item another view picked in another row",
+    ),
+    Mutation(
         "ssm_log_q_without_k", "recbole_mdcns/losses.py",
         "neg_logits - (neg_log_q + math.log(neg_score.size(1)))", "neg_logits - neg_log_q",
         ("tests/test_losses.py::test_sampled_softmax_over_every_other_item_is_full_cross_entropy",),

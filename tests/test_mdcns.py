@@ -284,8 +284,8 @@ def test_bad_mdcns_values(tiny_config, keys, message):
 
 def test_views_agree_counts_self_picks_every_view_made_in_any_slot():
     candidates = torch.tensor([[5, 6, 7, 5], [8, 9, 5, 6]])  # item 5 twice in row 0's pool
-    picks = {"self": torch.tensor([[0, 2], [1, 3]]), "peer": torch.tensor([[2, 3], [1, 0]]),
-             "teacher": torch.tensor([[0, 2], [3, 1]])}
-    # row 0: 5 (the peer picked the other 5) and 7 agree; row 1: 9 agrees, 6 the peer did not
-    # pick (and row 0's 6 does not count for row 1)
-    assert picked_by_every_view(candidates, picks).tolist() == [[True, True], [True, False]]
+    picks = {"self": torch.tensor([[0, 2, 1], [1, 3, 0]]), "peer": torch.tensor([[2, 3, 1], [1, 0, 2]]),
+             "teacher": torch.tensor([[0, 2, 1], [3, 1, 0]])}
+    # row 0: every item agrees (5 through the pool's other 5); row 1: 9 and 8 agree, and 6,
+    # which the peer picked in row 0 only, does not
+    assert picked_by_every_view(candidates, picks).tolist() == [[True, True, True], [True, False, True]]
