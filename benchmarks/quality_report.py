@@ -44,9 +44,7 @@ def ratio_cell(runs: list[Row], reference: Optional[list[Row]]) -> str:
     (from two on, and where the differences vary)."""
     if not reference or runs is reference:
         return "–" if not reference else "1.000"
-    ours = {r["seed"]: r["test_masked"][RATIO_METRIC] for r in runs if RATIO_METRIC in r.get("test_masked", {})}
-    theirs = {r["seed"]: r["test_masked"][RATIO_METRIC] for r in reference
-              if RATIO_METRIC in r.get("test_masked", {})}
+    ours, theirs = _masked_by_seed(runs), _masked_by_seed(reference)
     seeds = sorted(ours.keys() & theirs.keys())
     if seeds:
         ours, theirs = {s: ours[s] for s in seeds}, {s: theirs[s] for s in seeds}
@@ -59,6 +57,11 @@ def ratio_cell(runs: list[Row], reference: Optional[list[Row]]) -> str:
         if math.isfinite(p):
             cell += f" (p {p:.2g})"
     return cell
+
+
+def _masked_by_seed(runs: list[Row]) -> dict[int, float]:
+    """Seed -> masked test RATIO_METRIC, for the runs that recorded it."""
+    return {r["seed"]: r["test_masked"][RATIO_METRIC] for r in runs if RATIO_METRIC in r.get("test_masked", {})}
 
 
 def render(results: list[Row], superseded: Optional[list[tuple[Row, str]]] = None,

@@ -7,7 +7,7 @@ import re
 from benchmarks.quality_report import readme_markers, sync_readme
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COPY_START = r"<!-- quality tables: written by benchmarks/quality.py from (\S+) -->"
+COPY_START = re.escape(readme_markers("SOURCE")[0]).replace("SOURCE", r"(\S+)")  # a copy's opening marker
 
 
 def read(*path: str) -> str:
