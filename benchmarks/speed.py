@@ -58,11 +58,11 @@ VARIANTS: list[tuple[str, dict[str, Any], Optional[int]]] = [
     ("genni_rho0.1", {"sampler": "GenNi", "genni_item_ratio": 0.1}, None),
     ("divns", {"sampler": "DivNS"}, None),
     ("mdcns", {"sampler": "MDCNS", "mdcns_top_m": 1}, None),  # SASRec self, GRU4Rec peer (quick's sizes)
-    ("mixgcf_c100", {"sampler": "MixGCF", "neg_candidate_num": 100}, None),
+    ("mixgcf_c100", {"sampler": "MixGCF", "neg_candidate_num": 100, "mixgcf_top_m": 1}, None),
     ("ahns_c32", {"sampler": "AHNS", "neg_candidate_num": 32}, None),
     ("srns", {"sampler": "SRNS"}, None),  # S1 + S2 = 40 ids scored per row
     ("adasir", {"sampler": "AdaSIR"}, None),  # S = 200 proposals scored per row
-    ("gnno_c100", {"sampler": "GNNO"}, None),  # a dense [rows, N] graph weight per batch
+    ("gnno_c100", {"sampler": "GNNO", "gnno_top_m": 1}, None),  # a dense [rows, N] graph weight per batch
     # many negatives: K = 256 per row, and K = 256 shared by the batch (one [B, K] product)
     ("uniform_k256_ssm", {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True}, None),
     ("uniform_k256_ssm_shared", {"sampler": "uniform", "neg_num": 256, "neg_loss": "SSM", "neg_logq": True,

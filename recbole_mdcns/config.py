@@ -58,7 +58,7 @@ def resolve_config_file(file: str) -> str:
                        f"({', '.join(preset_names())})"])
 
 
-def is_active(sampler) -> bool:
+def is_active(sampler: Any) -> bool:
     """Whether a `sampler` value asks the plugin to train (anything but none)."""
     return sampler is not None and str(sampler).lower() != "none"
 

@@ -19,17 +19,11 @@ import torch
 from torch import Tensor
 
 
-def kernel_features(kernel: Tensor) -> Tensor:
-    """Features F with F F^T = kernel, for a PSD kernel [..., n, n]."""
-    eigvals, eigvecs = torch.linalg.eigh(kernel)
-    return eigvecs * eigvals.clamp(min=0).sqrt().unsqueeze(-2)
-
-
 RANK_TOL = 1e-6  # eigenvalues (and greedy gains) below RANK_TOL x the largest count as zero
 
 
 def numerical_rank(features: Tensor) -> Tensor:
-    """Rank of L = F F^T per group [G]."""
+    """Rank of L = F F^T per group [G]: the most items `sample_k_dpp` selects in a group."""
     return _significant(_eigen(features)[0]).sum(-1)
 
 

@@ -5,7 +5,9 @@ user with n training targets is encoded n times per epoch. `sequence` is SASRec'
 training: one row per user, its longest training prefix, with a target and negatives at
 every position, from one encoder pass. It needs a causal backbone, whose output at a
 position depends only on the items up to it: that output then equals the model's
-`forward` on the prefix that ends there, so every position trains what evaluation scores.
+`forward` on the row's items up to there (the whole prefix when the user's training
+sequence fits in MAX_ITEM_LIST_LENGTH; for a longer one, the items from the window's
+start), so every position trains what evaluation scores.
 """
 from __future__ import annotations
 

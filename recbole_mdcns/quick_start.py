@@ -155,9 +155,6 @@ def run_recbole_mdcns(
     run = build_experiment(config)
     logger.info(run.dataset)
     logger.info(run.model)
-    if run.sampler is not None:
-        logger.info(set_color("recbole-mdcns", "blue") + f": the sampler's neg_loss = {config['neg_loss']} trains "
-                    f"{config['model']}; its loss_fct above (loss_type {config['loss_type']}) is not used")
     if resume:
         run.trainer.resume_checkpoint(resume)
     best_valid_score, best_valid_result = run.trainer.fit(

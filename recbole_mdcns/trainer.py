@@ -62,7 +62,7 @@ class _DeviceAwareDistributed(AbstractTrainer):
     MRO, this __init__ is what Trainer.__init__'s super() call runs.
     """
 
-    def __init__(self, config, model):
+    def __init__(self, config: Any, model: torch.nn.Module):
         self.config = config
         self.model = model
         if not config["single_spec"]:
@@ -88,9 +88,9 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         self.history_mask = HistoryMask(config, train_dataset) if masked else None
         self.layout: str = config["train_layout"] or "prefix"  # a RecBole Config has no train_layout
         self.sampler = sampler
-        trained_models = {"model": type(model).__name__, **{
-            f"co-trained {name}": type(co.model).__name__ for name, co in (sampler.co_trained if sampler else {}).items()}}
-        problems = check_layout(config, trained_models)
+        co_trained = sampler.co_trained if sampler is not None else {}
+        problems = check_layout(config, {"model": type(model).__name__, **{
+            f"co-trained {name}": type(co.model).__name__ for name, co in co_trained.items()}})
         if problems:
             raise ConfigError(problems)
         self._layout_loader: Optional[tuple[Any, Any]] = None  # (a training loader, the layout's rows of it)
@@ -103,8 +103,7 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             names = [self.saved_model_file]
             torch.distributed.broadcast_object_list(names, src=0)
             self.saved_model_file = names[0]
-        trained = [type(model).__name__] + [f"its {name} {type(co.model).__name__}"
-                                            for name, co in (sampler.co_trained if sampler else {}).items()]
+        trained = [type(model).__name__] + [f"its {name} {type(co.model).__name__}" for name, co in co_trained.items()]
         notes = startup_notes(sampler.config) if sampler is not None else []
         for note in [run_summary(sampler.config if sampler else config, trained), *notes]:
             self.logger.info(set_color("recbole-mdcns", "blue") + f": {note}")
@@ -113,7 +112,7 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         self.enable_scaler = bool(config["enable_scaler"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
         self.co_trained: dict[str, TrainedModel] = {}
-        for name, co in (sampler.co_trained if sampler is not None else {}).items():
+        for name, co in co_trained.items():
             optimizer = self._build_optimizer(params=co.model.parameters(), learner=co.config["learner"],
                                               learning_rate=co.config["learning_rate"],
                                               weight_decay=co.config["weight_decay"])
@@ -161,7 +160,8 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         batch = encode_batch(self.model, interaction, self.layout)
         return full_softmax_loss(batch.seq_emb, batch.item_table, batch.pos_items)
 
-    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+    def fit(self, train_data: Any, valid_data: Any = None, verbose: bool = True, saved: bool = True,
+            show_progress: bool = False, callback_fn: Optional[Callable] = None) -> tuple[float, dict]:
         self._saving = saved
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
@@ -282,7 +282,7 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         self.model.load_other_parameter(state.get("other_parameter"))
         return state
 
-    def resume_checkpoint(self, resume_file):
+    def resume_checkpoint(self, resume_file: Union[str, os.PathLike]) -> None:
         """Continue from a training state (exactly) or from a best-model checkpoint (RecBole's way)."""
         state = self._load_model(str(resume_file))
         self.start_epoch = state["epoch"] + 1
@@ -308,7 +308,8 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             self.saved_model_file = str(resume_file)
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
-    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+    def evaluate(self, eval_data: Any, load_best_model: bool = True, model_file: Optional[str] = None,
+                 show_progress: bool = False) -> Optional[dict]:
         if load_best_model and eval_data:
             if not self.config["single_spec"]:
                 torch.distributed.barrier()  # rank 0 has finished writing

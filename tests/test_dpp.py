@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from conftest import chi_square_ok
-from recbole_mdcns.dpp import greedy_map, kernel_features, numerical_rank, sample_k_dpp
+from recbole_mdcns.dpp import greedy_map, numerical_rank, sample_k_dpp
+
+
+def kernel_features(kernel: torch.Tensor) -> torch.Tensor:
+    """Features F with F F^T = kernel, for a PSD kernel [..., n, n]."""
+    eigvals, eigvecs = torch.linalg.eigh(kernel)
+    return eigvecs * eigvals.clamp(min=0).sqrt().unsqueeze(-2)
 
 
 def exact_k_dpp(kernel: torch.Tensor, k: int) -> dict[tuple[int, ...], float]:

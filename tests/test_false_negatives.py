@@ -9,7 +9,7 @@ from recbole_mdcns import build_experiment
 from recbole_mdcns.config import Config
 from recbole_mdcns.history import TARGET_INDEX_FIELD, LaterItems
 from recbole_mdcns.layout import positions
-from recbole_mdcns.samplers.base import false_negative_share
+from recbole_mdcns.samplers.exclusion import false_negative_share
 
 # user a: 1 2 3 1 4 | valid 5 | test 6 (item 1 again at index 3); user b: 7 8 9 10 11
 SEQUENCES = {"a": [1, 2, 3, 1, 4, 5, 6], "b": [7, 8, 9, 10, 11]}

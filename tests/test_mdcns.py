@@ -288,4 +288,4 @@ def test_views_agree_counts_self_picks_every_view_made_in_any_slot():
              "teacher": torch.tensor([[0, 2, 1], [3, 1, 0]])}
     # row 0: every item agrees (5 through the pool's other 5); row 1: 9 and 8 agree, and 6,
     # which the peer picked in row 0 only, does not
-    assert picked_by_every_view(candidates, picks).tolist() == [[True, True, True], [True, False, True]]
+    assert picked_by_every_view(candidates, picks, 9).tolist() == [[True, True, True], [True, False, True]]

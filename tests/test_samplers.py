@@ -7,7 +7,7 @@ import torch
 from conftest import BATCH_ITEMS as N_ITEMS
 from conftest import BATCH_ROWS as ROWS
 from conftest import chi_square_ok, excluded_mask, make_batch, make_sampler
-from recbole_mdcns.samplers.base import RowExclusions, draw_from_sorted_complement
+from recbole_mdcns.samplers.exclusion import RowExclusions, draw_from_sorted_complement
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch
 

@@ -4,7 +4,7 @@ M = 1 is classic DNS (Zhang et al. 2013); M > 1 is DNS(M,N) (Shi et al. 2023).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from recbole.data.dataset import Dataset
@@ -24,22 +24,31 @@ def draw_top_m(scores: Tensor, top_m: int, num: int) -> Tensor:
     return top.gather(1, pick)
 
 
+def top_m_negatives(batch: EncodedBatch, candidates: Tensor, top_m: int, num: int) -> Tensor:
+    """`num` ids [B, num] of each row's `candidates` [B, C], drawn uniformly without
+    replacement among the row's top-M by score."""
+    return candidates.gather(1, draw_top_m(batch.score_detached(candidates), top_m, num))
+
+
+def top_m_problems(config: Any, key: str, sampler: str) -> list[str]:
+    """K <= M <= C, for a sampler whose M is `key` and that draws its K among the top-M of C."""
+    return ordered(config, key, "neg_candidate_num") + ordered(
+        config, "neg_num", key, why=f"; {sampler} draws its K negatives among the top-M")
+
+
 @register("DNS")
 class DNSSampler(NegativeSampler):
     params = (Param("dns_top_m", int, 1, "M, the K negatives are drawn among the top-M of C; K <= M <= C", minimum=1),)
     uses_candidate_pool = True
+    top_m_key: ClassVar[str] = "dns_top_m"  # the key of M (a subclass that picks as DNS names its own)
 
     @classmethod
     def check_config(cls, config: Any) -> list[str]:
-        return ordered(config, "dns_top_m", "neg_candidate_num") + ordered(
-            config, "neg_num", "dns_top_m", why="; DNS draws the K negatives among the top-M"
-        )
+        return top_m_problems(config, cls.top_m_key, cls.name)
 
     def __init__(self, config: Any, dataset: Dataset):
         super().__init__(config, dataset)
-        self.top_m: int = config["dns_top_m"]
+        self.top_m: int = config[self.top_m_key]
 
     def sample(self, batch: EncodedBatch) -> Tensor:
-        candidates = self.candidate_pool(batch)
-        scores = batch.score_detached(candidates)
-        return candidates.gather(1, draw_top_m(scores, self.top_m, self.neg_num))
+        return top_m_negatives(batch, self.candidate_pool(batch), self.top_m, self.neg_num)

@@ -28,8 +28,9 @@ from torch import Tensor
 
 from recbole_mdcns.history import sequence_fields
 from recbole_mdcns.params import ConfigError, Param
-from recbole_mdcns.samplers.base import NegativeSampler, RowExclusions, ordered, register
-from recbole_mdcns.samplers.dns import draw_top_m
+from recbole_mdcns.samplers.base import NegativeSampler, ordered, register
+from recbole_mdcns.samplers.exclusion import RowExclusions
+from recbole_mdcns.samplers.dns import top_m_negatives, top_m_problems
 from recbole_mdcns.scoring import EncodedBatch
 
 OVERSAMPLE = 2  # uniform proposals per graph negative and round
@@ -161,8 +162,7 @@ class GNNOSampler(NegativeSampler):
     @classmethod
     def check_config(cls, config: Any) -> list[str]:
         return (ordered(config, "gnno_graph_negatives", "neg_candidate_num")
-                + ordered(config, "gnno_top_m", "neg_candidate_num")
-                + ordered(config, "neg_num", "gnno_top_m", why="; GNNO draws the K negatives among the top-M")
+                + top_m_problems(config, "gnno_top_m", "GNNO")
                 + ordered(config, "gnno_window", "MAX_ITEM_LIST_LENGTH", why=", the prefix a row holds")
                 + ordered(config, "gnno_hardness", "gnno_max_hardness"))
 
@@ -193,9 +193,7 @@ class GNNOSampler(NegativeSampler):
         uniform = self.candidate_num - self.graph_num
         parts = ([self.candidate_pool(batch, uniform)] if uniform else []) + (
             [self.graph_draws(batch)] if self.graph_num else [])
-        candidates = torch.cat(parts, 1)
-        scores = batch.score_detached(candidates)
-        return candidates.gather(1, draw_top_m(scores, self.top_m, self.neg_num))
+        return top_m_negatives(batch, torch.cat(parts, 1), self.top_m, self.neg_num)
 
     def graph_draws(self, batch: EncodedBatch) -> Tensor:
         """g ids per row [B, g], drawn with replacement with weights w = exp(J(t, j)) 1[J(t, j) <= h_e]

@@ -29,8 +29,8 @@ from torch import Tensor
 from recbole_mdcns.losses import RankingLoss
 from recbole_mdcns.parallel import DISTRIBUTED_KEYS
 from recbole_mdcns.params import ConfigError, Param
-from recbole_mdcns.samplers.base import CoTrained, Loss, NegativeSampler, ordered, register
-from recbole_mdcns.samplers.dns import draw_top_m
+from recbole_mdcns.samplers.base import CoTrained, Loss, NegativeSampler, register
+from recbole_mdcns.samplers.dns import draw_top_m, top_m_problems
 from recbole_mdcns.scoring import EncodedBatch, backbone_for
 
 
@@ -168,8 +168,7 @@ class MDCNSSampler(NegativeSampler):
             backbone_for(config["mdcns_peer_model"])
         except ConfigError as error:
             problems += [p.replace("model = ", "mdcns_peer_model = ", 1) for p in error.problems]
-        problems += ordered(config, "mdcns_top_m", "neg_candidate_num")
-        problems += ordered(config, "neg_num", "mdcns_top_m", why="; each view draws its K negatives among its top-M")
+        problems += top_m_problems(config, "mdcns_top_m", "each view of MDCNS")
         overrides = config["mdcns_peer_config"]
         if isinstance(overrides, str) and not os.path.isfile(overrides):
             problems.append(f"mdcns_peer_config = {overrides!r}: no such yaml file")
@@ -205,7 +204,7 @@ class MDCNSSampler(NegativeSampler):
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())
-            self.record("views_agree", picked_by_every_view(candidates, picks).float().mean())
+            self.record("views_agree", picked_by_every_view(candidates, picks, self.n_items).float().mean())
             w = self.weights
             # self's negatives: the picks of the views it trains on
             view_weights = {"self": w.alpha} if w.single_source else {"self": w.alpha, "peer": w.beta, "teacher": w.gamma}
@@ -218,11 +217,11 @@ class MDCNSSampler(NegativeSampler):
         return losses
 
 
-def picked_by_every_view(candidates: Tensor, picks: Mapping[str, Tensor]) -> Tensor:
+def picked_by_every_view(candidates: Tensor, picks: Mapping[str, Tensor], n_items: int) -> Tensor:
     """[B, K] bool: whether the item of each of self's picks (positions in the row's
-    `candidates` [B, C]) is among the items the peer and the teacher picked in that row too."""
+    `candidates` [B, C], ids 1..n_items) is among the items the peer and the teacher picked
+    in that row too."""
     # an item id made unique per row, so that one flat membership test stays within rows
-    stride = int(candidates.max()) + 1
-    offset = torch.arange(candidates.size(0), device=candidates.device).unsqueeze(1) * stride
+    offset = torch.arange(candidates.size(0), device=candidates.device).unsqueeze(1) * (n_items + 1)
     items = {view: candidates.gather(1, chosen) + offset for view, chosen in picks.items()}
     return torch.isin(items["self"], items["peer"]) & torch.isin(items["self"], items["teacher"])

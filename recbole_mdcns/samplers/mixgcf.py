@@ -8,37 +8,24 @@ the K chosen rows are mixed, with gradient into h, E[pos] and E[j].
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-from recbole.data.dataset import Dataset
 from torch import Tensor
 
 from recbole_mdcns.params import Param
-from recbole_mdcns.samplers.base import NegativeSampler, ordered, register
-from recbole_mdcns.samplers.dns import draw_top_m
+from recbole_mdcns.samplers.base import register
+from recbole_mdcns.samplers.dns import DNSSampler
 from recbole_mdcns.scoring import EncodedBatch
 
 
 @register("MixGCF")
-class MixGCFSampler(NegativeSampler):
+class MixGCFSampler(DNSSampler):
     params = (Param("mixgcf_top_m", int, 1, "M, the K candidates to mix are drawn among the top-M of C; "
                     "1 is MixGCF, above 1 MixGCF+; K <= M <= C", minimum=1),)
-    uses_candidate_pool = True
-
-    @classmethod
-    def check_config(cls, config: Any) -> list[str]:
-        return ordered(config, "mixgcf_top_m", "neg_candidate_num") + ordered(
-            config, "neg_num", "mixgcf_top_m", why="; MixGCF draws the K candidates among the top-M")
-
-    def __init__(self, config: Any, dataset: Dataset):
-        super().__init__(config, dataset)
-        self.top_m: int = config["mixgcf_top_m"]
+    top_m_key = "mixgcf_top_m"
 
     def select(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
         """The candidates to mix, ids [B, K] (DNS's choice), and each one's alpha ~ U[0, 1) [B, K]."""
-        candidates = self.candidate_pool(batch)
-        chosen = candidates.gather(1, draw_top_m(batch.score_detached(candidates), self.top_m, self.neg_num))
+        chosen = self.sample(batch)
         return chosen, torch.rand(chosen.shape, device=chosen.device)
 
     def negative_embeddings(self, batch: EncodedBatch) -> Tensor:

@@ -16,7 +16,7 @@ class UniformSampler(NegativeSampler):
     can_share = True
 
     def sample(self, batch: EncodedBatch) -> Tensor:
-        return self.candidate_pool(batch, self.neg_num)
+        return self.exclusion.draw(batch, self.neg_num)
 
     def sample_with_log_q(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
         """Q = 1 / the row's number of free ids."""
