@@ -118,6 +118,17 @@ def epoch_timer_parser(doc: str, name: str, repeats: int, out: str) -> argparse.
     return parser
 
 
+def selected_variants(parser: argparse.ArgumentParser, only: str | None, names: Iterable[str]) -> list[str]:
+    """The variants `--only` names (default: every one), or the parser's one-line error
+    naming the unknown ones and the known."""
+    names = list(names)
+    chosen = only.split(",") if only else names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(names)}")
+    return chosen
+
+
 def machine_lines(rows: Iterable[dict[str, Any]]) -> list[str]:
     """A table's closing `Machine: ...` lines, one per machine its rows ran on."""
     lines: list[str] = []

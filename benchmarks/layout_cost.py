@@ -24,7 +24,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from benchmarks.benchlib import (  # noqa: E402
-    append_jsonl, epoch_timer_parser, machine, machine_lines, read_jsonl, run_fresh, timestamp, write_markdown)
+    append_jsonl, epoch_timer_parser, machine, machine_lines, read_jsonl, run_fresh, selected_variants, timestamp,
+    write_markdown)
 from benchmarks.quality_plan import DEFAULT_CONFIG, conversion_dir, dataset_location, load_plan  # noqa: E402
 from benchmarks.speed import time_epochs  # noqa: E402
 
@@ -57,12 +58,10 @@ def render(jsonl_path: str) -> str:
 
 
 def main() -> None:
-    args = epoch_timer_parser(__doc__, "layout_cost", 2, os.path.join(REPO_ROOT, "benchmarks", "results")).parse_args()
+    parser = epoch_timer_parser(__doc__, "layout_cost", 2, os.path.join(REPO_ROOT, "benchmarks", "results"))
+    args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config would read any --key=value left here
-    only = args.only.split(",") if args.only else list(VARIANTS)
-    unknown = sorted(set(only) - set(VARIANTS))
-    if unknown:
-        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
+    only = selected_variants(parser, args.only, VARIANTS)
     os.makedirs(args.out, exist_ok=True)
     jsonl = os.path.join(args.out, "layout_cost.jsonl")
     if not args.render_only:

@@ -30,7 +30,8 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
 
 from benchmarks.benchlib import (  # noqa: E402
-    append_jsonl, epoch_timer_parser, machine, machine_lines, read_jsonl, run_fresh, timestamp, write_markdown)
+    append_jsonl, epoch_timer_parser, machine, machine_lines, read_jsonl, run_fresh, selected_variants, timestamp,
+    write_markdown)
 
 MODEL = "SASRec"
 DATASET = "ml-100k"
@@ -141,11 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config would read any --key=value left here
 
-    names = [name for name, _, _ in VARIANTS]
-    only = args.only.split(",") if args.only else names
-    unknown = sorted(set(only) - set(names))
-    if unknown:
-        parser.error(f"unknown variants {unknown}; known: {', '.join(names)}")
+    only = selected_variants(parser, args.only, [name for name, _, _ in VARIANTS])
     os.makedirs(args.out, exist_ok=True)
     jsonl = os.path.join(args.out, "speed.jsonl")
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -543,3 +545,13 @@ def test_a_run_folder_started_before_the_code_gained_a_key_is_taken_up(tmp_path)
     assert run_folder(run, now, str(root), required=("eval_mask",)) != str(folder)
     (folder / SIGNATURE_FILE).write_text(json.dumps({**older, "learning_rate": 0.5}))
     assert run_folder(run, now, str(root)) != str(folder)
+
+
+@pytest.mark.parametrize("script", ["speed.py", "layout_cost.py"])
+def test_an_unknown_timing_variant_is_one_line_and_exit_2(script, tmp_path):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / script
+    out = subprocess.run([sys.executable, str(path), "--only", "nope", "--out", str(tmp_path)], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 2
+    assert "error: unknown variants ['nope']; known:" in out.stderr and "Traceback" not in out.stderr
+    assert not any(tmp_path.iterdir())
