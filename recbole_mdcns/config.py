@@ -14,7 +14,7 @@ import recbole
 import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import get_model
+from recbole.utils import ModelType, get_model
 
 from recbole_mdcns.evaluation import EVAL_PARAMS, check_eval_mask
 from recbole_mdcns.layout import LAYOUT_PARAMS, check_layout
@@ -228,7 +228,7 @@ class Config(RecBoleConfig):
 
     def _validate(self) -> None:
         """Check every plugin key and cross-key constraint; raise one ConfigError listing all."""
-        problems = validate_params(self, RUN_PARAMS) + self._dataset_problems()
+        problems = validate_params(self, RUN_PARAMS) + (self._dataset_problems() or self._time_field_problems())
         problems = problems or check_eval_mask(self)
         sampler = self.final_config_dict["sampler"]
         if not is_active(sampler):
@@ -275,6 +275,19 @@ class Config(RecBoleConfig):
                     "downloads; put RecBole atomic files there (<dataset>.inter, ...) or set data_path "
                     "(ml-100k ships with RecBole)"]
         return [f"dataset = {name!r}: {path} has no {' or '.join(parts)} (RecBole's atomic interaction files)"]
+
+    def _time_field_problems(self) -> list[str]:
+        """RecBole orders a sequential model's interactions by TIME_FIELD, so `load_col` must
+        load it (RecBole's default for a dataset of one's own loads user and item only)."""
+        time_field, load_col = self["TIME_FIELD"], self["load_col"]
+        if self["MODEL_TYPE"] != ModelType.SEQUENTIAL or time_field is None or not isinstance(load_col, dict):
+            return []
+        inter = load_col.get("inter") or []
+        if inter == "*" or time_field in inter:
+            return []
+        wanted = ", ".join([*inter, time_field] if inter else ["user_id", "item_id", time_field])
+        return [f"load_col = {load_col!r}: sequential models need TIME_FIELD {time_field!r} loaded (RecBole orders "
+                f"each user's interactions by it); add it: load_col: {{inter: [{wanted}]}}"]
 
     def _time_ordered(self) -> list[str]:
         """The samplers and the sequence layout read each user's training rows in time order."""

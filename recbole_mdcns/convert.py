@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.dataset}: {counts.users} users, {counts.items} items, {counts.interactions} interactions "
           f"-> {os.path.join(args.out, args.dataset)}")
     print(f"use it with: data_path: {args.out}, dataset: {args.dataset}, "
+          "load_col: {inter: [user_id, item_id, timestamp]}, "
           "eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user, mode: full}")
     return 0
 

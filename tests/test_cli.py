@@ -70,6 +70,16 @@ def test_a_mistake_found_after_the_data_loads_is_one_line_too(monkeypatch, capsy
     assert err.startswith("recbole-mdcns: error: neg_candidate_num = 500") and "Traceback" not in err
 
 
+def test_a_dataset_of_ones_own_without_its_timestamp_loaded_is_one_line(monkeypatch, capsys, data_root,
+                                                                         temporary_cwd):
+    args = [a for a in TINY_ARGS if not a.startswith("--load_col")]
+    assert run_cli(monkeypatch, *args, f"--data_path={data_root}") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("load_col = {'inter': ['user_id', 'item_id']}: sequential models need TIME_FIELD "
+                                     "'timestamp' loaded") in err and "load_col: {inter: [user_id, item_id, timestamp]}" in err
+    assert os.listdir(temporary_cwd) == []
+
+
 @pytest.mark.parametrize("how", ["--debug", "environment"])
 def test_debug_shows_the_traceback(monkeypatch, how):
     if how == "environment":
