@@ -16,12 +16,15 @@ import sys
 import time
 from typing import Any, Optional
 
-from recbole_mdcns.config import Config
+import yaml
+
+from recbole_mdcns.config import Config, resolve_config_file
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.quick_start import run
 
 USAGE_ERROR = 2
 DEBUG_ENV = "RECBOLE_MDCNS_DEBUG"
+DEFAULT_NAMES = {"model": "SASRec", "dataset": "ml-100k"}  # where neither the command nor a config file names one
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,8 +36,10 @@ class _Parser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     cli = _Parser(prog="run_recbole_mdcns.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_argument("--model", "-m", default="SASRec", help="RecBole model name")
-    cli.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
+    cli.add_argument("--model", "-m", default=None, help="RecBole model name (default: the config files' model, "
+                     "else SASRec)")
+    cli.add_argument("--dataset", "-d", default=None, help="dataset name (default: the config files' dataset, "
+                     "else ml-100k, which ships with RecBole)")
     cli.add_argument("--sampler", default=None, help="negative sampler (default MDCNS; none = RecBole's own training)")
     cli.add_argument("--config_files", default=None, help="space-separated yaml files or packaged configs (quick)")
     cli.add_argument("--baseline", default=None,
@@ -74,6 +79,24 @@ def config_files(args: argparse.Namespace) -> Optional[list[str]]:
     return args.config_files.split() if args.config_files else None
 
 
+def resolve_names(args: argparse.Namespace) -> None:
+    """Set `args.model` and `args.dataset` where the command did not: from the config files
+    (the last that names one), else DEFAULT_NAMES. A file that cannot be read is left to the
+    Config, which reports it."""
+    named: dict[str, Any] = {}
+    for file in config_files(args) or []:
+        try:
+            with open(resolve_config_file(file), encoding="utf-8") as f:
+                keys = yaml.safe_load(f)
+        except (ConfigError, OSError, yaml.YAMLError):
+            continue
+        if isinstance(keys, dict):
+            named.update({key: keys[key] for key in DEFAULT_NAMES if key in keys})
+    for key, default in DEFAULT_NAMES.items():
+        if getattr(args, key) is None:
+            setattr(args, key, named.get(key, default))
+
+
 def run_one(args: argparse.Namespace, sampler: Optional[str]) -> dict[str, Any]:
     """Train and test one sampler; its result with the sampler's name and the wall seconds."""
     start = time.perf_counter()
@@ -101,6 +124,7 @@ def main() -> int:
     argv = sys.argv
     try:
         args, extra = parser().parse_known_args()
+        resolve_names(args)
         sys.argv = sys.argv[:1] + extra  # RecBole's Config reads the --key=value left over
         problems = check_command(args, extra)
         if problems:

@@ -11,7 +11,8 @@ Input, one of:
 Output: `OUT/NAME/NAME.inter` with `user_id:token item_id:token timestamp:float`, the
 timestamp being the per-user position (or the given timestamp), so that RecBole's
 leave-one-out split, `eval_args: {split: {LS: valid_and_test}, order: TO, group_by:
-user, mode: full}`, is the standard protocol of those files.
+user, mode: full}`, is the standard protocol of those files. The command line also
+writes `OUT/NAME/NAME.yaml`, the keys that run on it (`--config_files=` that file).
 """
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ import os
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterable
 
 HEADER = "user_id:token\titem_id:token\ttimestamp:float"
+RUN_KEYS = ("load_col: {inter: [user_id, item_id, timestamp]}\n",
+            "eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user, mode: full}\n")
 FORMATS = ("sequence", "interactions")
 
 
@@ -76,19 +80,31 @@ def convert(path: str, dataset: str, out: str, fmt: str = "sequence", force: boo
         raise ConvertError(f"{target} exists; pass --force to overwrite it")
     rows = read_interactions(path, fmt)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    # a per-process temporary file renamed into place: a reader never sees a half-written
-    # file, and two processes converting at once (parallel benchmark workers) both succeed
+    write_atomically(target, [HEADER + "\n", *(f"{user}\t{item}\t{stamp:g}\n" for user, item, stamp in rows)])
+    return Counts(len({r[0] for r in rows}), len({r[1] for r in rows}), len(rows))
+
+
+def write_run_config(dataset: str, out: str) -> str:
+    """Write `out/dataset/dataset.yaml`, the keys that train on the converted file (its
+    absolute data_path, the timestamp loaded, leave-one-out); return its path."""
+    target = os.path.join(out, dataset, f"{dataset}.yaml")
+    write_atomically(target, [f"dataset: {dataset}\n", f"data_path: {os.path.abspath(out)}\n", *RUN_KEYS])
+    return target
+
+
+def write_atomically(target: str, lines: Iterable[str]) -> None:
+    """Write `lines` to `target` through a per-process temporary file renamed into place: a
+    reader never sees a half-written file, and two processes writing at once (parallel
+    benchmark workers) both succeed."""
     tmp = f"{target}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(HEADER + "\n")
-            f.writelines(f"{user}\t{item}\t{stamp:g}\n" for user, item, stamp in rows)
+            f.writelines(lines)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return Counts(len({r[0] for r in rows}), len({r[1] for r in rows}), len(rows))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,14 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         counts = convert(args.input, args.dataset, args.out, args.format, args.force)
+        run_config = write_run_config(args.dataset, args.out)
     except (ConvertError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"{args.dataset}: {counts.users} users, {counts.items} items, {counts.interactions} interactions "
           f"-> {os.path.join(args.out, args.dataset)}")
-    print(f"use it with: data_path: {args.out}, dataset: {args.dataset}, "
-          "load_col: {inter: [user_id, item_id, timestamp]}, "
-          "eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user, mode: full}")
+    print(f"train on it: python run_recbole_mdcns.py --model=SASRec --config_files={run_config} "
+          f"(its keys: dataset, data_path, load_col, eval_args)")
     return 0
 
 

@@ -70,6 +70,15 @@ def test_a_mistake_found_after_the_data_loads_is_one_line_too(monkeypatch, capsy
     assert err.startswith("recbole-mdcns: error: neg_candidate_num = 500") and "Traceback" not in err
 
 
+def test_a_config_file_names_the_dataset_and_the_model(monkeypatch, capsys, data_root, tmp_path):
+    keys = tmp_path / "tiny.yaml"
+    keys.write_text(f"dataset: tiny\nmodel: GRU4Rec\ndata_path: {data_root}\n")
+    args = [a for a in TINY_ARGS if not a.startswith("--dataset")]
+    assert run_cli(monkeypatch, *args, f"--config_files={keys}", "--sampler=uniform") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["model"], result["dataset"]) == ("GRU4Rec", "tiny")
+
+
 def test_a_dataset_of_ones_own_without_its_timestamp_loaded_is_one_line(monkeypatch, capsys, data_root,
                                                                          temporary_cwd):
     args = [a for a in TINY_ARGS if not a.startswith("--load_col")]

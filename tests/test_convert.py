@@ -98,6 +98,20 @@ def test_recbole_reads_the_output_with_leave_one_out(tmp_path):
     assert len(train._dataset) == 20 * 3  # prefixes of lengths 1..3 predict items 2..4
 
 
+def test_the_command_line_writes_the_keys_that_train_on_the_output(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "seq.txt"
+    src.write_text("".join(f"{u} " + " ".join(str((u * 7 + k) % 30 + 1) for k in range(6)) + "\n" for u in range(1, 21)))
+    monkeypatch.chdir(tmp_path)
+    assert main([str(src), "--dataset", "toy", "--out", "data"]) == 0
+    run_config = os.path.join("data", "toy", "toy.yaml")
+    assert f"--config_files={run_config}" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path / "data")  # the data_path it holds is absolute
+    config = Config("SASRec", config_file_list=[os.path.join("toy", "toy.yaml")], config_dict={"sampler": "none"})
+    dataset = create_dataset(config)
+    assert (config["dataset"], dataset.user_num - 1, dataset.inter_num) == ("toy", 20, 120)
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+
+
 @pytest.mark.skipif(not os.path.isfile(os.path.join(SHARED, "Beauty.txt")), reason="../shared data not present")
 def test_beauty_reproduces_the_published_counts(tmp_path):
     counts = convert(os.path.join(SHARED, "Beauty.txt"), "Beauty", str(tmp_path))
