@@ -81,20 +81,22 @@ def config_files(args: argparse.Namespace) -> Optional[list[str]]:
 
 def resolve_names(args: argparse.Namespace) -> None:
     """Set `args.model` and `args.dataset` where the command did not: from the config files
-    (the last that names one), else DEFAULT_NAMES. A file that cannot be read is left to the
-    Config, which reports it."""
+    (the last that names one), else DEFAULT_NAMES. While a file cannot be read, a name no
+    file gave is left unset: the Config reports the file."""
     named: dict[str, Any] = {}
+    unread = False
     for file in config_files(args) or []:
         try:
             with open(resolve_config_file(file), encoding="utf-8") as f:
-                keys = yaml.safe_load(f)
-        except (ConfigError, OSError, yaml.YAMLError):
+                keys = yaml.load(f, Loader=yaml.FullLoader)  # RecBole's loader
+        except (ConfigError, OSError, ValueError, yaml.YAMLError):
+            unread = True
             continue
         if isinstance(keys, dict):
-            named.update({key: keys[key] for key in DEFAULT_NAMES if key in keys})
+            named.update({key: keys[key] for key in DEFAULT_NAMES if isinstance(keys.get(key), str)})
     for key, default in DEFAULT_NAMES.items():
         if getattr(args, key) is None:
-            setattr(args, key, named.get(key, default))
+            setattr(args, key, named.get(key, None if unread else default))
 
 
 def run_one(args: argparse.Namespace, sampler: Optional[str]) -> dict[str, Any]:

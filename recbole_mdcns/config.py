@@ -278,14 +278,17 @@ class Config(RecBoleConfig):
 
     def _time_field_problems(self) -> list[str]:
         """RecBole orders a sequential model's interactions by TIME_FIELD, so `load_col` must
-        load it (RecBole's default for a dataset of one's own loads user and item only)."""
+        load it (RecBole's default for any dataset but ml-100k loads user and item only).
+        Pre-split files (`benchmark_filename`) and a saved dataset are not re-ordered."""
         time_field, load_col = self["TIME_FIELD"], self["load_col"]
-        if self["MODEL_TYPE"] != ModelType.SEQUENTIAL or time_field is None or not isinstance(load_col, dict):
+        if (self["MODEL_TYPE"] != ModelType.SEQUENTIAL or time_field is None or not isinstance(load_col, dict)
+                or self["benchmark_filename"]
+                or (self["dataset_save_path"] and os.path.isfile(self["dataset_save_path"]))):
             return []
         inter = load_col.get("inter") or []
         if inter == "*" or time_field in inter:
             return []
-        wanted = ", ".join([*inter, time_field] if inter else ["user_id", "item_id", time_field])
+        wanted = ", ".join([*inter, time_field] if inter else [self["USER_ID_FIELD"], self["ITEM_ID_FIELD"], time_field])
         return [f"load_col = {load_col!r}: sequential models need TIME_FIELD {time_field!r} loaded (RecBole orders "
                 f"each user's interactions by it); add it: load_col: {{inter: [{wanted}]}}"]
 

@@ -23,6 +23,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable
 
+import yaml
+
 HEADER = "user_id:token\titem_id:token\ttimestamp:float"
 RUN_KEYS = ("load_col: {inter: [user_id, item_id, timestamp]}\n",
             "eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user, mode: full}\n")
@@ -88,7 +90,8 @@ def write_run_config(dataset: str, out: str) -> str:
     """Write `out/dataset/dataset.yaml`, the keys that train on the converted file (its
     absolute data_path, the timestamp loaded, leave-one-out); return its path."""
     target = os.path.join(out, dataset, f"{dataset}.yaml")
-    write_atomically(target, [f"dataset: {dataset}\n", f"data_path: {os.path.abspath(out)}\n", *RUN_KEYS])
+    names = yaml.safe_dump({"dataset": dataset, "data_path": os.path.abspath(out)}, sort_keys=False)
+    write_atomically(target, [names, *RUN_KEYS])
     return target
 
 

@@ -79,6 +79,14 @@ def test_a_config_file_names_the_dataset_and_the_model(monkeypatch, capsys, data
     assert (result["model"], result["dataset"]) == ("GRU4Rec", "tiny")
 
 
+def test_a_config_file_that_is_not_text_is_one_line(monkeypatch, capsys, tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00dataset")
+    assert run_cli(monkeypatch, f"--config_files={binary}") == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"config file '{binary}'" in err
+
+
 def test_a_dataset_of_ones_own_without_its_timestamp_loaded_is_one_line(monkeypatch, capsys, data_root,
                                                                          temporary_cwd):
     args = [a for a in TINY_ARGS if not a.startswith("--load_col")]

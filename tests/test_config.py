@@ -102,3 +102,17 @@ def test_nccl_with_more_processes_than_gpu_ids_names_the_fix(tiny_config):
                                           "but gpu_id = '0' names 1.*dist_backend = gloo"):
         Config("SASRec", config_dict={**tiny_config, "nproc": 2, "local_rank": 0, "world_size": 2,
                                       "dist_backend": "nccl", "gpu_id": "0"})
+
+
+def test_pre_split_files_need_no_timestamp(tmp_path):
+    """RecBole's pre-split session files (benchmark_filename) are not re-ordered by time, so
+    a load_col without the timestamp is right there."""
+    (tmp_path / "sess").mkdir()
+    for part in ("train.", "valid.", "test.", ""):
+        (tmp_path / "sess" / f"sess.{part}inter").write_text(
+            "session_id:token\titem_id_list:token_seq\titem_id:token\n1\t1 2\t3\n")
+    keys = {"data_path": str(tmp_path), "sampler": "none", "benchmark_filename": ["train", "valid", "test"],
+            "USER_ID_FIELD": "session_id", "load_col": {"inter": ["session_id", "item_id_list", "item_id"]}}
+    assert Config("GRU4Rec", "sess", config_dict=keys)["benchmark_filename"] == ["train", "valid", "test"]
+    with pytest.raises(ConfigError, match="sequential models need TIME_FIELD 'timestamp' loaded"):
+        Config("GRU4Rec", "sess", config_dict={**keys, "benchmark_filename": None})
