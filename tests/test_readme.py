@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 from benchmarks.quality_report import readme_markers, sync_readme
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,15 +51,21 @@ def test_the_readme_summary_quotes_only_committed_figures():
 MDCNS_PAPER_NDCG10 = {"0.0347", "0.0425", "0.0497", "0.0685", "0.0573", "0.0510"}
 
 
-def test_real_data_reading_quotes_only_committed_numbers():
-    """Every NDCG/HR figure in the reading below the tables is in quality.md, a published anchor or the paper."""
-    reading = read("benchmarks", "README.md").split(readme_markers("benchmarks/results/quality.md")[1])[1].split("\n### ")[0]
-    sources = [os.path.join(ROOT, "benchmarks", "results", "quality.md"), os.path.join(ROOT, "benchmarks", "quality.yaml")]
+FIGURE = r"\b0\.0\d{3}\b|\b(?:1\.\d|0\.[1-9])\d{2}\b"  # a metric (0.0241) or a ratio (0.968, 1.086)
+
+
+@pytest.mark.parametrize("source", re.findall(COPY_START, read("benchmarks", "README.md")))
+def test_each_reading_quotes_only_committed_figures(source):
+    """Every metric (0.0xxx) and ratio (x.xxx) in the reading below a copied results table is
+    in a committed results table, a plan's published anchors or the MDCNS paper."""
+    reading = read("benchmarks", "README.md").split(readme_markers(source)[1])[1].split("\n### ")[0]
+    plans = [os.path.join(ROOT, "benchmarks", name) for name in os.listdir(os.path.join(ROOT, "benchmarks"))
+             if name.endswith(".yaml")]
     known = set(MDCNS_PAPER_NDCG10)
-    for path in sources:
+    for path in RESULT_TABLES + plans:
         with open(path, encoding="utf-8") as f:
-            known |= set(re.findall(r"0\.0\d{3}", f.read()))
-    quoted = set(re.findall(r"0\.0\d{3}", reading))
+            known |= set(re.findall(FIGURE, f.read()))
+    quoted = set(re.findall(FIGURE, reading))
     assert quoted, "the reading quotes no figures"
     assert quoted <= known, sorted(quoted - known)
 
