@@ -38,7 +38,7 @@ from recbole_mdcns.layout import check_layout
 from recbole_mdcns.losses import full_softmax_loss
 from recbole_mdcns.parallel import DISTRIBUTED_KEYS, arm_gradient_sync, distributed
 from recbole_mdcns.params import ConfigError
-from recbole_mdcns.samplers.base import NegativeSampler
+from recbole_mdcns.samplers.base import CoTrained, NegativeSampler
 from recbole_mdcns.scoring import encode_batch
 
 SELF = "self"  # the name of the model the user asked for among the trained models
@@ -103,21 +103,28 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
             names = [self.saved_model_file]
             torch.distributed.broadcast_object_list(names, src=0)
             self.saved_model_file = names[0]
-        trained = [type(model).__name__] + [f"its {name} {type(co.model).__name__}" for name, co in co_trained.items()]
-        notes = startup_notes(sampler.config) if sampler is not None else []
-        for note in [run_summary(sampler.config if sampler else config, trained), *notes]:
-            self.logger.info(set_color("recbole-mdcns", "blue") + f": {note}")
+        self._log_startup(co_trained)
         # RecBole enables the scaler on CUDA only; torch's GradScaler also runs on CPU. One
         # scaler for the whole run (its scale adapts across steps), checkpointed with the rest.
         self.enable_scaler = bool(config["enable_scaler"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.enable_scaler)
-        self.co_trained: dict[str, TrainedModel] = {}
-        for name, co in co_trained.items():
-            optimizer = self._build_optimizer(params=co.model.parameters(), learner=co.config["learner"],
-                                              learning_rate=co.config["learning_rate"],
-                                              weight_decay=co.config["weight_decay"])
-            wrapper = None if config["single_spec"] else distributed(co.model, config)
-            self.co_trained[name] = TrainedModel(co.model, optimizer, co.config["clip_grad_norm"], wrapper)
+        self.co_trained: dict[str, TrainedModel] = {name: self._trained_model(co) for name, co in co_trained.items()}
+
+    def _log_startup(self, co_trained: dict[str, CoTrained]) -> None:
+        """The start-up lines: what trains, then the notes on the user's keys."""
+        trained = [type(self.model).__name__] + [f"its {name} {type(co.model).__name__}" for name, co in co_trained.items()]
+        config = self.sampler.config if self.sampler is not None else self.config
+        notes = startup_notes(config) if self.sampler is not None else []
+        for note in [run_summary(config, trained), *notes]:
+            self.logger.info(set_color("recbole-mdcns", "blue") + f": {note}")
+
+    def _trained_model(self, co: CoTrained) -> TrainedModel:
+        """A co-trained model with its own optimiser (from its config) and, under DDP, its wrapper."""
+        optimizer = self._build_optimizer(params=co.model.parameters(), learner=co.config["learner"],
+                                          learning_rate=co.config["learning_rate"],
+                                          weight_decay=co.config["weight_decay"])
+        wrapper = None if self.config["single_spec"] else distributed(co.model, self.config)
+        return TrainedModel(co.model, optimizer, co.config["clip_grad_norm"], wrapper)
 
     @property
     def trained(self) -> dict[str, TrainedModel]:
