@@ -119,6 +119,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "<plan's folder>/<plan's name>_results for another)")
     parser.add_argument("--only-datasets", default=None, help="comma-separated dataset names")
     parser.add_argument("--only-samplers", default=None, help="comma-separated sampler names (any case)")
+    parser.add_argument("--only-variants", default=None, help="comma-separated variant names (any case)")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many new runs")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     parser.add_argument("--threads", type=int, default=None,
@@ -138,7 +139,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     failed = 0
     if not args.render_only:
         done = {row_key(row) for row in current_rows(os.path.join(args.out, JSONL), plan)[0]}
-        todo = select(planned_runs(plan), done, args.only_datasets, args.only_samplers)
+        todo = select(planned_runs(plan), done, args.only_datasets, args.only_samplers, args.only_variants)
         if args.only_run is not None:
             todo = [run for run in todo if list(run.key) == json.loads(args.only_run)]
             run_here(todo, plan, args.out, args.jobs)

@@ -160,14 +160,13 @@ def _split(option: Optional[str]) -> Optional[set[str]]:
 
 
 def select(runs: list[Run], done: set[tuple], datasets: Optional[str] = None,
-           samplers: Optional[str] = None) -> list[Run]:
-    """The runs still to do, restricted to the comma-separated datasets and samplers (any case)."""
-    only_datasets, only_samplers = _split(datasets), _split(samplers)
+           samplers: Optional[str] = None, variants: Optional[str] = None) -> list[Run]:
+    """The runs still to do, restricted to the comma-separated datasets, samplers and variants (any case)."""
+    only = [(_split(datasets), "dataset"), (_split(samplers), "sampler"), (_split(variants), "variant")]
     return [
         run for run in runs
         if run.key not in done
-        and (only_datasets is None or run.dataset.lower() in only_datasets)
-        and (only_samplers is None or run.sampler.lower() in only_samplers)
+        and all(names is None or getattr(run, field).lower() in names for names, field in only)
     ]
 
 

@@ -224,6 +224,9 @@ def test_plan_order_and_conversion(tmp_path):
     assert [r.label for r in runs if r.sampler == "DNS"] == ["big SASRec DNS seed 1", "big SASRec DNS seed 2"]
     todo = select(runs, {runs[0].key}, datasets="SMALL", samplers="uniform")
     assert len(todo) == 3 and runs[0] not in todo
+    named = {**plan, "runs": [plan["runs"][0], {**plan["runs"][1], "variant": "Top1"}]}
+    assert [r.label for r in select(planned_runs(named), set(), variants="top1")] == [
+        "big SASRec DNS (Top1) seed 1", "big SASRec DNS (Top1) seed 2"]
     # entries marked `first` run every seed (of theirs) before the other entries
     plan["runs"][1]["first"] = True
     plan["runs"][2]["first"] = True
