@@ -18,6 +18,7 @@ from recbole.utils import ModelType, get_model
 
 from recbole_mdcns.evaluation import EVAL_PARAMS, check_eval_mask
 from recbole_mdcns.layout import LAYOUT_PARAMS, check_layout
+from recbole_mdcns.parallel import DIST_BACKEND, dist_backend
 from recbole_mdcns.params import ConfigError, Param, validate_params
 from recbole_mdcns.samplers import SAMPLERS, sampler_class
 from recbole_mdcns.samplers.base import SHARED_PARAMS, closest_key_problem, key_prefixes, known_keys, sampler_names
@@ -25,7 +26,7 @@ from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
 RECBOLE_LEGACY_KEYS = {"neg_sampling"}  # RecBole's own (deprecated) key with a plugin prefix
-RUN_PARAMS = EVAL_PARAMS + LAYOUT_PARAMS  # the keys of every run, with a sampler or without
+RUN_PARAMS = EVAL_PARAMS + LAYOUT_PARAMS + (DIST_BACKEND,)  # the keys of every run, with a sampler or without
 # RecBole's own keys whose wrong values would otherwise fail deep inside RecBole or torch
 # (or, for epochs, train nothing); their defaults stay RecBole's
 RECBOLE_PARAMS = (
@@ -198,14 +199,11 @@ class Config(RecBoleConfig):
     def _init_device(self):
         """RecBole's device set-up, plus torch.distributed over gloo on CPU.
 
-        RecBole hard-codes the NCCL backend, which needs GPUs. `dist_backend` (default:
-        nccl where CUDA is available, gloo otherwise) picks it; gloo runs on CPU.
+        RecBole hard-codes the NCCL backend, which needs GPUs. `dist_backend` picks it (`auto`:
+        nccl where CUDA is available, gloo otherwise); gloo runs on CPU.
         """
         final = self.final_config_dict
-        backend = final.get("dist_backend") or ("nccl" if torch.cuda.is_available() else "gloo")
-        if backend not in ("nccl", "gloo"):
-            raise ConfigError([f"dist_backend = {backend!r}: must be one of nccl, gloo"])
-        final["dist_backend"] = backend
+        backend = final["dist_backend"] = dist_backend(final.get("dist_backend", DIST_BACKEND.default))
         gpu_ids = [gpu for gpu in str(final["gpu_id"]).split(",") if gpu.strip()]
         if "local_rank" in final and backend == "nccl" and final["nproc"] > len(gpu_ids):
             raise ConfigError([f"nproc = {final['nproc']} with dist_backend = nccl needs one GPU per process, "

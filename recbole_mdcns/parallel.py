@@ -7,8 +7,22 @@ import torch
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 
+from recbole_mdcns.params import ConfigError, Param
+
+DIST_BACKEND = Param("dist_backend", str, "auto", "torch.distributed backend with `nproc` > 1: `nccl` (one GPU "
+                     "per process), `gloo` (CPU processes); `auto`: nccl where CUDA is available, else gloo",
+                     choices=("auto", "nccl", "gloo"))
+
 # what `quick_start.run` adds for a multi-process run: where it ran, not what it computes
 DISTRIBUTED_KEYS = ("local_rank", "world_size", "ip", "port", "nproc", "offset")
+
+
+def dist_backend(value: Any) -> str:
+    """The backend `dist_backend = value` names, `auto` resolved; a ConfigError for anything else."""
+    backend, problem = DIST_BACKEND.coerce(value)
+    if problem:
+        raise ConfigError([problem])
+    return backend if backend != "auto" else ("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def distributed(module: torch.nn.Module, config: Any) -> DistributedDataParallel:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from recbole_mdcns import ConfigError, run_recbole_mdcns
 from recbole_mdcns.config import Config
@@ -102,6 +103,14 @@ def test_nccl_with_more_processes_than_gpu_ids_names_the_fix(tiny_config):
                                           "but gpu_id = '0' names 1.*dist_backend = gloo"):
         Config("SASRec", config_dict={**tiny_config, "nproc": 2, "local_rank": 0, "world_size": 2,
                                       "dist_backend": "nccl", "gpu_id": "0"})
+
+
+def test_dist_backend_auto_is_gloo_without_cuda_and_a_typo_names_the_choices(tiny_config, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert Config("SASRec", config_dict=tiny_config)["dist_backend"] == "gloo"
+    assert Config("SASRec", config_dict={**tiny_config, "dist_backend": "NCCL"})["dist_backend"] == "nccl"
+    with pytest.raises(ConfigError, match=r"dist_backend = 'mpi': must be one of auto, nccl, gloo$"):
+        Config("SASRec", config_dict={**tiny_config, "dist_backend": "mpi"})
 
 
 def test_pre_split_files_need_no_timestamp(tmp_path):
