@@ -212,6 +212,13 @@ MUTATIONS: list[Mutation] = [
         "every distinct cached id enters the k-DPP, whatever divns_cache_size says",
     ),
     Mutation(
+        "divns_k_counts_users", "recbole_mdcns/samplers/divns.py",
+        "k = torch.minimum(rows[group], cache_len[group])",
+        "k = torch.minimum(rows[group].clamp(max=1), cache_len[group])",
+        ("tests/test_layout.py::test_divns_queues_count_positions_not_users",),
+        "k_u is one per user seen, not the user's rows (positions) of the epoch",
+    ),
+    Mutation(
         "divns_no_penalty", "recbole_mdcns/samplers/divns.py",
         "quality = 1 / (1 + self.penalty * mean_cos).clamp(min=1e-3)",
         "quality = torch.ones_like(mean_cos)",

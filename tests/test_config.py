@@ -64,11 +64,18 @@ def test_all_problems_are_reported_at_once(tiny_config):
     assert len(error.value.problems) == 2
 
 
-def test_dns_cross_key_constraints(tiny_config):
-    with pytest.raises(ConfigError, match="dns_top_m = 20: must be <= neg_candidate_num \\(10\\)"):
-        Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "dns_top_m": 20})
-    with pytest.raises(ConfigError, match="neg_num = 2: must be <= dns_top_m \\(1\\)"):
-        Config("SASRec", config_dict={**tiny_config, "sampler": "DNS", "neg_num": 2})
+@pytest.mark.parametrize("sampler", ["DNS", "MDCNS", "MixGCF", "GNNO"])
+def test_top_m_cross_key_constraints(tiny_config, sampler):
+    key = f"{sampler.lower()}_top_m"
+    with pytest.raises(ConfigError, match=f"{key} = 20: must be <= neg_candidate_num \\(10\\)"):
+        Config("SASRec", config_dict={**tiny_config, "sampler": sampler, key: 20})
+    with pytest.raises(ConfigError, match=f"neg_num = 3: must be <= {key} \\(2\\)"):
+        Config("SASRec", config_dict={**tiny_config, "sampler": sampler, key: 2, "neg_num": 3})
+
+
+def test_divns_refuses_more_than_one_negative_per_row(tiny_config):
+    with pytest.raises(ConfigError, match="neg_num = 2: DivNS makes one synthetic negative per row; set neg_num: 1"):
+        Config("SASRec", config_dict={**tiny_config, "sampler": "DivNS", "neg_num": 2})
 
 
 def test_recbole_negative_sampling_conflicts_with_a_sampler(tiny_config):

@@ -196,3 +196,22 @@ def test_layout_mistakes_are_reported_at_start_up(keys, message, tiny_config):
     keys = {"train_layout": "sequence", **keys}
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         Config(model=keys.pop("model", "SASRec"), config_dict={**tiny_config, **keys})
+
+
+def test_divns_queues_count_positions_not_users(tiny_config):
+    """Under `sequence`, k_u is the user's positions in the epoch (each a row of RecBole's
+    layout), capped by its distinct cached ids."""
+    run = experiment(tiny_config, sampler="DivNS", train_layout="sequence", neg_candidate_num=40,
+                     divns_runner_ups=20, divns_dpp_mode="greedy")
+    sampler = run.sampler
+    positions_seen = torch.zeros(run.dataset.user_num, dtype=torch.long)
+    with torch.no_grad():
+        for batch in run.trainer.layout_rows(run.train_data):
+            encoded = encode_batch(run.model, batch, "sequence")
+            sampler.negative_embeddings(encoded)
+            positions_seen += torch.bincount(encoded.users, minlength=run.dataset.user_num)
+    cached = torch.bincount(sampler._cached_items()[0], minlength=run.dataset.user_num)
+    sampler.on_epoch_end(0)
+    expected = torch.minimum(positions_seen, cached)
+    assert (expected > 1).sum() > 10
+    assert torch.equal(sampler.queue_len, expected)

@@ -26,7 +26,10 @@ def large_catalogue_batch():
     "name, keys",
     [
         ("uniform", {}),
+        ("uniform", {"neg_num": 256, "neg_loss": "SSM", "neg_logq": True}),
+        ("uniform", {"neg_num": 256, "neg_loss": "SSM", "neg_logq": True, "neg_shared": True}),
         ("popularity", {}),
+        ("popularity", {"neg_num": 256, "neg_loss": "gBCE", "neg_shared": True}),
         ("DNS", {"neg_candidate_num": 100}),
         ("GenNi", {"genni_item_ratio": 0.01, "genni_alpha": 1.0, "genni_memory_mb": 1024}),
         ("GenNi", {"genni_item_ratio": 1.0, "genni_alpha": 1.0, "genni_memory_mb": 1.0}),  # chunked rows
