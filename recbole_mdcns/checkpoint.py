@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import uuid
 from enum import Enum
 from typing import Any, Optional
 
@@ -32,6 +33,14 @@ def plain(value: Any) -> Any:
     if isinstance(value, Enum):
         return value.name
     return str(value)
+
+
+def unique_path(path: str) -> str:
+    """`path` with a random suffix before its extension: RecBole names the best model
+    `<model>-<local time>.pth`, so two runs started in the same second in one
+    checkpoint_dir would otherwise overwrite each other's files."""
+    stem, ext = os.path.splitext(path)
+    return f"{stem}-{uuid.uuid4().hex[:6]}{ext}"
 
 
 def save(state: dict[str, Any], path: str) -> None:

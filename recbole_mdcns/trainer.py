@@ -99,6 +99,7 @@ class SampledTrainer(Trainer, _DeviceAwareDistributed):
         self.diagnostics: dict[str, float] = {}
         self._saving = False  # fit(saved=...)
         self._pending_rng: Optional[dict[str, Any]] = None  # restored at the next epoch's start
+        self.saved_model_file = checkpoint.unique_path(self.saved_model_file)
         if not config["single_spec"]:  # rank 0 writes; every rank reads rank 0's files
             names = [self.saved_model_file]
             torch.distributed.broadcast_object_list(names, src=0)

@@ -107,6 +107,16 @@ def test_resume_restores_model_optimiser_and_progress(tiny_config):
     assert all(torch.equal(resumed[i]["exp_avg"], saved[i]["exp_avg"]) for i in saved)
 
 
+def test_runs_started_in_the_same_second_write_different_checkpoints(tiny_config):
+    """RecBole names the best model <model>-<local time>.pth: two runs started in the same
+    second in one checkpoint_dir must not overwrite each other's best model."""
+    config = Config("SASRec", config_dict={**tiny_config, "sampler": "uniform"})
+    first, second = (build_experiment(config).trainer.saved_model_file for _ in range(2))
+    assert first != second
+    assert os.path.dirname(first) == os.path.dirname(second) == os.path.abspath(tiny_config["checkpoint_dir"])
+    assert all(os.path.basename(path).startswith("SASRec-") for path in (first, second))
+
+
 def test_refuses_a_checkpoint_that_needs_unpickling(tiny_config, tmp_path):
     config = Config("SASRec", config_dict={**tiny_config, "sampler": "uniform"})
     trainer = build_experiment(config).trainer
