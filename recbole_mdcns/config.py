@@ -93,7 +93,7 @@ def run_summary(config: Any, trained: list[str]) -> str:
 
 def startup_notes(config: Any) -> list[str]:
     """What a user should know before training starts, one line each: the default sampler
-    trains a second model, which set keys go unused."""
+    trains a second model, which set keys go unused, a pairing measured to learn little."""
     sampler = config["sampler"]
     if not is_active(sampler):
         return []
@@ -110,6 +110,10 @@ def startup_notes(config: Any) -> list[str]:
         pools = ", ".join(c.name for c in SAMPLERS.values() if c.uses_candidate_pool)
         notes.append(f"neg_candidate_num = {user_set['neg_candidate_num']} is not used by {cls.name} "
                      f"(only {pools} score a candidate pool)")
+    if config["neg_loss"] == "gBCE" and config["neg_shared"] is True:
+        notes.append("neg_loss = gBCE with neg_shared = true: each item is then a negative in only K / N of the "
+                     "batches, too rarely for gBCE's summed negatives, and it learned little on LastFM "
+                     "(benchmarks/README.md); gSASRec draws per row (neg_shared: false)")
     return notes
 
 

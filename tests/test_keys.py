@@ -136,6 +136,10 @@ def test_start_up_notes_say_what_the_user_might_not_expect(tiny_config):
                for n in notes_of(tiny_config, sampler="uniform"))
     assert not any("neg_candidate_num" in n for n in notes_of(tiny_config, sampler="DNS"))
     assert notes_of(tiny_config, sampler="none") == []
+    gbce = dict(sampler="uniform", neg_loss="gBCE", neg_num=4)
+    assert any("neg_loss = gBCE with neg_shared = true" in n for n in notes_of(tiny_config, neg_shared=True, **gbce))
+    assert not any("neg_shared" in n for n in notes_of(tiny_config, **gbce))
+    assert not any("neg_shared" in n for n in notes_of(tiny_config, sampler="uniform", neg_num=4, neg_shared=True))
 
 
 def test_build_reports_a_key_its_sampler_does_not_declare(tiny_config):
