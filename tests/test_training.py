@@ -107,9 +107,12 @@ def test_resume_restores_model_optimiser_and_progress(tiny_config):
     assert all(torch.equal(resumed[i]["exp_avg"], saved[i]["exp_avg"]) for i in saved)
 
 
-def test_runs_started_in_the_same_second_write_different_checkpoints(tiny_config):
+def test_runs_started_in_the_same_second_write_different_checkpoints(tiny_config, monkeypatch):
     """RecBole names the best model <model>-<local time>.pth: two runs started in the same
     second in one checkpoint_dir must not overwrite each other's best model."""
+    import recbole.trainer.trainer
+
+    monkeypatch.setattr(recbole.trainer.trainer, "get_local_time", lambda: "Jan-01-2000_00-00-00")
     config = Config("SASRec", config_dict={**tiny_config, "sampler": "uniform"})
     first, second = (build_experiment(config).trainer.saved_model_file for _ in range(2))
     assert first != second
