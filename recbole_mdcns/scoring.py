@@ -133,6 +133,10 @@ class EncodedBatch:
         """Scores <h_b, E[items[b, j]]> of ids [B, n], with gradient: [B, n]."""
         return self.score_embeddings(self.item_rows(items))
 
+    def score_shared(self, items: Tensor) -> Tensor:
+        """Scores of ids [n] that every row scores, with gradient: [B, n], one matrix product."""
+        return self.seq_emb @ self.item_rows(items).T
+
     def score_embeddings(self, item_emb: Tensor) -> Tensor:
         """Scores <h_b, v[b, j]> of embeddings [B, n, d]: [B, n]."""
         return torch.bmm(item_emb, self.seq_emb.unsqueeze(-1)).squeeze(-1)

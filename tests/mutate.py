@@ -189,6 +189,27 @@ MUTATIONS: list[Mutation] = [
         "the lowest-scored M candidates instead of the highest",
     ),
     Mutation(
+        "shared_dns_ignores_exclusion", "recbole_mdcns/samplers/dns.py",
+        "scores = batch.score_shared(candidates).masked_fill(excluded, -math.inf)",
+        "scores = batch.score_shared(candidates)",
+        ("tests/test_samplers.py::test_shared_dns_takes_each_rows_top_m_of_one_pool_among_the_ids_it_may_draw",),
+        "under neg_shared a row may take a candidate it excludes (its target, an item it had)",
+    ),
+    Mutation(
+        "shared_dns_pool_with_repeats", "recbole_mdcns/samplers/base.py",
+        "ids = torch.randperm(self.n_items, device=self.device)[: self.candidate_num] + 1",
+        "ids = torch.randint(1, self.n_items + 1, (self.candidate_num,), device=self.device)",
+        ("tests/test_samplers.py::test_shared_dns_takes_each_rows_top_m_of_one_pool_among_the_ids_it_may_draw",),
+        "the shared pool drawn with replacement: a row could take one item twice, and fewer than M free",
+    ),
+    Mutation(
+        "shared_dns_short_rows_keep_excluded", "recbole_mdcns/samplers/dns.py",
+        "if short.any() else chosen",
+        "if False else chosen",
+        ("tests/test_samplers.py::test_shared_dns_rows_left_with_fewer_than_m_candidates_fill_up_with_free_ids",),
+        "a row left with fewer than M free candidates takes excluded ones",
+    ),
+    Mutation(
         "genni_ignores_alpha", "recbole_mdcns/samplers/genni.py",
         "query = self.alpha * batch.seq_emb",
         "query = batch.seq_emb",

@@ -116,7 +116,8 @@ def test_the_reported_proposal_is_the_distribution_of_the_draws(name, keys):
     ({"sampler": "uniform", "neg_loss": "BPR", "neg_logq": True}, "applies to neg_loss SSM, not 'BPR'"),
     ({"sampler": "uniform", "neg_gbce_t": 1.5}, "neg_gbce_t = 1.5"),
     ({"sampler": "uniform", "neg_loss": "SSM", "neg_temperature": 0}, "neg_temperature = 0"),
-    ({"sampler": "DNS", "neg_shared": True}, "neg_shared = true: DNS's negatives depend on the row"),
+    ({"sampler": "MDCNS", "neg_shared": True}, "neg_shared = true: MDCNS's negatives depend on the row.*"
+                                                "share their candidates: DNS, MixGCF"),
 ])
 def test_loss_mistakes_are_reported_at_start_up(keys, message, tiny_config):
     with pytest.raises(ConfigError, match=message):
@@ -158,9 +159,12 @@ def test_shared_negatives_are_scored_by_every_row_and_masked_where_excluded():
     assert sampler.loss(batch).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "popularity"])
-def test_shared_negatives_train(sampler, tiny_config):
+@pytest.mark.parametrize("sampler, keys", [
+    ("uniform", {"neg_num": 32, "neg_logq": True}), ("popularity", {"neg_num": 32, "neg_logq": True}),
+    ("DNS", {"neg_num": 8, "dns_top_m": 8, "neg_candidate_num": 40}),
+])
+def test_shared_negatives_train(sampler, keys, tiny_config):
     from recbole_mdcns import run_recbole_mdcns
 
-    keys = {**tiny_config, "sampler": sampler, "neg_loss": "SSM", "neg_num": 32, "neg_shared": True, "neg_logq": True}
+    keys = {**tiny_config, "sampler": sampler, "neg_loss": "SSM", "neg_shared": True, **keys}
     assert math.isfinite(run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)["best_valid_score"])

@@ -135,6 +135,39 @@ def test_draw_top_m_draws_uniformly_among_the_top_m():
     assert chi_square_ok(counts, torch.tensor([0, 1, 0, 1, 1, 0.0]) / 3)
 
 
+def test_shared_dns_takes_each_rows_top_m_of_one_pool_among_the_ids_it_may_draw():
+    torch.manual_seed(6)
+    batch, dataset = make_batch()
+    sampler = make_sampler("DNS", dataset, neg_shared=True, neg_candidate_num=100, dns_top_m=5, neg_num=3)
+    pools = []
+    draw_pool = sampler.shared_candidates
+    sampler.shared_candidates = lambda b: pools.append(draw_pool(b)) or pools[-1]
+    negatives = sampler.sample(batch)
+    ((pool, excluded),) = pools  # one pool for the whole batch
+    assert len(pool.unique()) == 100 and torch.equal(excluded, excluded_mask(dataset, pool.expand(ROWS, -1)))
+    scores = (batch.seq_emb @ batch.item_table[pool].T).masked_fill(excluded, float("-inf"))
+    top_5 = pool[scores.topk(5, dim=1).indices]
+    assert negatives.shape == (ROWS, 3) and not excluded_mask(dataset, negatives).any()
+    assert (negatives.unsqueeze(-1) == top_5.unsqueeze(1)).any(-1).all()
+    assert (negatives[:, :1] != negatives[:, 1:]).all()  # without replacement
+    assert excluded.any(1).sum() > ROWS // 4  # the pool holds excluded ids for many rows: the mask matters
+
+
+def test_shared_dns_rows_left_with_fewer_than_m_candidates_fill_up_with_free_ids():
+    torch.manual_seed(7)
+    batch, dataset = make_batch()
+    sampler = make_sampler("DNS", dataset, neg_shared=True, neg_candidate_num=8, dns_top_m=8, neg_num=8)
+    pools = []
+    draw_pool = sampler.shared_candidates
+    sampler.shared_candidates = lambda b: pools.append(draw_pool(b)) or pools[-1]
+    negatives = sampler.sample(batch)
+    ((pool, excluded),) = pools
+    short = excluded.any(1)
+    assert short.any() and not short.all()
+    assert not excluded_mask(dataset, negatives).any()
+    assert torch.equal(negatives[~short].sort(1).values, pool.sort().values.expand(int((~short).sum()), -1))
+
+
 def test_loss_gradient_reaches_the_chosen_negatives_only():
     torch.manual_seed(5)
     batch, dataset = make_batch()

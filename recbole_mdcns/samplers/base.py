@@ -44,7 +44,8 @@ SHARED_PARAMS = (
           "popularity and GenNi know it)"),
     Param("neg_shared", bool, False, "the K negatives are drawn once per batch and scored by every row as one "
           "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity; not with "
-          "gBCE: see the README's departures)"),
+          "gBCE: see the README's departures). DNS and MixGCF share their C candidates instead, each row "
+          "picking its own among those it does not exclude"),
     Param("neg_gbce_t", float, 0.75, "gBCE's calibration t in [0, 1]: beta = 1 - t (1 - K / (N - 1)); 0 is BCE "
           "with summed negatives", minimum=0, maximum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
@@ -147,6 +148,7 @@ class NegativeSampler:
     uses_candidate_pool: ClassVar[bool] = False
     has_proposal: ClassVar[bool] = False  # implements sample_with_log_q (the logQ correction)
     can_share: ClassVar[bool] = False  # implements sample_shared (neg_shared): its draw ignores the row
+    shares_candidates: ClassVar[bool] = False  # under neg_shared its C candidates are one pool for the batch
 
     def __init__(self, config: Any, dataset: Dataset):
         self.config = config
@@ -189,10 +191,12 @@ class NegativeSampler:
         """Shared negatives need a sampler whose draw ignores the row; the logQ correction
         needs SSM and a sampler that knows its proposal."""
         problems = []
-        if config["neg_shared"] is True and not cls.can_share:
+        if config["neg_shared"] is True and not (cls.can_share or cls.shares_candidates):
             known = ", ".join(c.name for c in SAMPLERS.values() if c.can_share)
+            pools = ", ".join(c.name for c in SAMPLERS.values() if c.shares_candidates)
             problems.append(f"neg_shared = true: {cls.name}'s negatives depend on the row; samplers that can share "
-                            f"theirs: {known} (GenNi shares its subsample with genni_item_ratio below 1)")
+                            f"theirs: {known} (GenNi shares its subsample with genni_item_ratio below 1); that "
+                            f"share their candidates: {pools}")
         if config["neg_logq"] is not True:  # false, or not a boolean (reported by its type check)
             return problems
         if config["neg_loss"] != "SSM":
@@ -276,9 +280,9 @@ class NegativeSampler:
         """The training loss of one batch (a tuple is logged part by part), from self's
         encoding and, by name, those of the `co_trained` models."""
         valid = None
-        if self.shared:
+        if self.shared and self.can_share:
             negatives, log_q = self.sample_shared(batch)
-            neg_score = batch.seq_emb @ batch.item_rows(negatives).T  # [B, K]: one product for the batch
+            neg_score = batch.score_shared(negatives)
             valid = ~self.exclusion.contains(batch, negatives.expand(batch.size, -1))
             log_q = log_q.expand_as(neg_score) if self.log_q else None
             self.chose(batch, negatives.expand(batch.size, -1), valid)
@@ -294,6 +298,12 @@ class NegativeSampler:
     def candidate_pool(self, batch: EncodedBatch, num: Optional[int] = None) -> Tensor:
         """`num` (default C) ids per row, uniform over the items not excluded for it: [B, num]."""
         return self.exclusion.draw(batch, self.candidate_num if num is None else num)
+
+    def shared_candidates(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
+        """C distinct ids [C] for the whole batch, uniform over 1..N, and which of them each
+        row excludes [B, C] (`shares_candidates` under neg_shared)."""
+        ids = torch.randperm(self.n_items, device=self.device)[: self.candidate_num] + 1
+        return ids, self.exclusion.contains(batch, ids.expand(batch.size, -1))
 
     # ----- hooks -------------------------------------------------------------------
     def on_epoch_end(self, epoch: int) -> None:

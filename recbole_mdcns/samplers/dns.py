@@ -1,9 +1,12 @@
 """Dynamic negative sampling: the top-M of C scored candidates, K of them drawn uniformly.
 
-M = 1 is classic DNS (Zhang et al. 2013); M > 1 is DNS(M,N) (Shi et al. 2023).
+M = 1 is classic DNS (Zhang et al. 2013); M > 1 is DNS(M,N) (Shi et al. 2023). Under
+neg_shared the C candidates are drawn once per batch and scored as one [B, C] product;
+each row takes its top-M among those it does not exclude (uniform free ids where fewer remain).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -40,6 +43,7 @@ def top_m_problems(config: Any, key: str, sampler: str) -> list[str]:
 class DNSSampler(NegativeSampler):
     params = (Param("dns_top_m", int, 1, "M, the K negatives are drawn among the top-M of C; K <= M <= C", minimum=1),)
     uses_candidate_pool = True
+    shares_candidates = True
     top_m_key: ClassVar[str] = "dns_top_m"  # the key of M (a subclass that picks as DNS names its own)
 
     @classmethod
@@ -51,4 +55,13 @@ class DNSSampler(NegativeSampler):
         self.top_m: int = config[self.top_m_key]
 
     def sample(self, batch: EncodedBatch) -> Tensor:
-        return top_m_negatives(batch, self.candidate_pool(batch), self.top_m, self.neg_num)
+        if not self.shared:
+            return top_m_negatives(batch, self.candidate_pool(batch), self.top_m, self.neg_num)
+        candidates, excluded = self.shared_candidates(batch)
+        with torch.no_grad():
+            scores = batch.score_shared(candidates).masked_fill(excluded, -math.inf)
+        picks = draw_top_m(scores, self.top_m, self.neg_num)
+        # a row that excludes all but fewer than M of the pool takes uniform free ids instead of excluded ones
+        short = scores.gather(1, picks) == -math.inf
+        chosen = candidates[picks]
+        return torch.where(short, self.exclusion.draw(batch, self.neg_num), chosen) if short.any() else chosen
