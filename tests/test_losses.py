@@ -162,6 +162,7 @@ def test_shared_negatives_are_scored_by_every_row_and_masked_where_excluded():
 @pytest.mark.parametrize("sampler, keys", [
     ("uniform", {"neg_num": 32, "neg_logq": True}), ("popularity", {"neg_num": 32, "neg_logq": True}),
     ("DNS", {"neg_num": 8, "dns_top_m": 8, "neg_candidate_num": 40}),
+    ("MixGCF", {"neg_num": 2, "mixgcf_top_m": 4, "neg_candidate_num": 40}),
 ])
 def test_shared_negatives_train(sampler, keys, tiny_config):
     from recbole_mdcns import run_recbole_mdcns
