@@ -110,7 +110,7 @@ def startup_notes(config: Any) -> list[str]:
         pools = ", ".join(c.name for c in SAMPLERS.values() if c.uses_candidate_pool)
         notes.append(f"neg_candidate_num = {user_set['neg_candidate_num']} is not used by {cls.name} "
                      f"(only {pools} score a candidate pool)")
-    if config["neg_loss"] == "gBCE" and config["neg_shared"] is True:
+    if config["neg_loss"] == "gBCE" and config["neg_shared"] is True and cls.can_share:
         notes.append("neg_loss = gBCE with neg_shared = true: each item is then a negative in only K / N of the "
                      "batches, too rarely for gBCE's summed negatives, and it learned little on LastFM "
                      "(benchmarks/README.md); gSASRec draws per row (neg_shared: false)")

@@ -140,6 +140,8 @@ def test_start_up_notes_say_what_the_user_might_not_expect(tiny_config):
     assert any("neg_loss = gBCE with neg_shared = true" in n for n in notes_of(tiny_config, neg_shared=True, **gbce))
     assert not any("neg_shared" in n for n in notes_of(tiny_config, **gbce))
     assert not any("neg_shared" in n for n in notes_of(tiny_config, sampler="uniform", neg_num=4, neg_shared=True))
+    # DNS shares its candidates, not its negatives: every row still has its own K
+    assert not any("neg_shared" in n for n in notes_of(tiny_config, **{**gbce, "sampler": "DNS"}, dns_top_m=4, neg_shared=True))
 
 
 def test_build_reports_a_key_its_sampler_does_not_declare(tiny_config):

@@ -117,7 +117,7 @@ def test_the_reported_proposal_is_the_distribution_of_the_draws(name, keys):
     ({"sampler": "uniform", "neg_gbce_t": 1.5}, "neg_gbce_t = 1.5"),
     ({"sampler": "uniform", "neg_loss": "SSM", "neg_temperature": 0}, "neg_temperature = 0"),
     ({"sampler": "MDCNS", "neg_shared": True}, "neg_shared = true: MDCNS's negatives depend on the row.*"
-                                                "share their candidates: DNS, MixGCF"),
+                                                "share their candidate pool instead: DNS, MixGCF"),
 ])
 def test_loss_mistakes_are_reported_at_start_up(keys, message, tiny_config):
     with pytest.raises(ConfigError, match=message):

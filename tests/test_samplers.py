@@ -166,13 +166,16 @@ def test_shared_dns_rows_left_with_fewer_than_m_candidates_fill_up_with_free_ids
     assert short.any() and not short.all()
     assert not excluded_mask(dataset, negatives).any()
     assert torch.equal(negatives[~short].sort(1).values, pool.sort().values.expand(int((~short).sum()), -1))
+    kept = (pool.expand(ROWS, -1).unsqueeze(-1) == negatives.unsqueeze(1)).any(-1)  # [rows, C]
+    assert (kept | excluded).all()  # a short row keeps each pool id it may draw; only the others are replaced
 
 
-def test_loss_gradient_reaches_the_chosen_negatives_only():
+@pytest.mark.parametrize("shared", [False, True])
+def test_loss_gradient_reaches_the_chosen_negatives_only(shared):
     torch.manual_seed(5)
     batch, dataset = make_batch()
     batch.item_table.requires_grad_(True)
-    sampler = make_sampler("DNS", dataset)
+    sampler = make_sampler("DNS", dataset, neg_shared=shared)
     chosen = []
     sample = sampler.sample
     sampler.sample = lambda b: chosen.append(sample(b)) or chosen[-1]

@@ -188,15 +188,15 @@ class NegativeSampler:
 
     @classmethod
     def check_loss(cls, config: Any) -> list[str]:
-        """Shared negatives need a sampler whose draw ignores the row; the logQ correction
-        needs SSM and a sampler that knows its proposal."""
+        """Shared negatives need a sampler whose draw ignores the row, or one that shares
+        its candidate pool; the logQ correction needs SSM and a sampler that knows its proposal."""
         problems = []
         if config["neg_shared"] is True and not (cls.can_share or cls.shares_candidates):
             known = ", ".join(c.name for c in SAMPLERS.values() if c.can_share)
             pools = ", ".join(c.name for c in SAMPLERS.values() if c.shares_candidates)
             problems.append(f"neg_shared = true: {cls.name}'s negatives depend on the row; samplers that can share "
-                            f"theirs: {known} (GenNi shares its subsample with genni_item_ratio below 1); that "
-                            f"share their candidates: {pools}")
+                            f"theirs: {known} (GenNi shares its subsample with genni_item_ratio below 1); samplers "
+                            f"that share their candidate pool instead: {pools}")
         if config["neg_logq"] is not True:  # false, or not a boolean (reported by its type check)
             return problems
         if config["neg_loss"] != "SSM":
