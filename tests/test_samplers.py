@@ -135,15 +135,22 @@ def test_draw_top_m_draws_uniformly_among_the_top_m():
     assert chi_square_ok(counts, torch.tensor([0, 1, 0, 1, 1, 0.0]) / 3)
 
 
-def test_shared_dns_takes_each_rows_top_m_of_one_pool_among_the_ids_it_may_draw():
-    torch.manual_seed(6)
+def sample_shared_dns(seed: int, **keys):
+    """DNS with a shared pool (`keys` over neg_shared) on make_batch's rows: the batch, the
+    dataset, the negatives [B, K], the batch's one pool [C] and which of it each row excludes."""
+    torch.manual_seed(seed)
     batch, dataset = make_batch()
-    sampler = make_sampler("DNS", dataset, neg_shared=True, neg_candidate_num=100, dns_top_m=5, neg_num=3)
+    sampler = make_sampler("DNS", dataset, neg_shared=True, **keys)
     pools = []
     draw_pool = sampler.shared_candidates
     sampler.shared_candidates = lambda b: pools.append(draw_pool(b)) or pools[-1]
     negatives = sampler.sample(batch)
     ((pool, excluded),) = pools  # one pool for the whole batch
+    return batch, dataset, negatives, pool, excluded
+
+
+def test_shared_dns_takes_each_rows_top_m_of_one_pool_among_the_ids_it_may_draw():
+    batch, dataset, negatives, pool, excluded = sample_shared_dns(6, neg_candidate_num=100, dns_top_m=5, neg_num=3)
     assert len(pool.unique()) == 100 and torch.equal(excluded, excluded_mask(dataset, pool.expand(ROWS, -1)))
     scores = (batch.seq_emb @ batch.item_table[pool].T).masked_fill(excluded, float("-inf"))
     top_5 = pool[scores.topk(5, dim=1).indices]
@@ -154,14 +161,7 @@ def test_shared_dns_takes_each_rows_top_m_of_one_pool_among_the_ids_it_may_draw(
 
 
 def test_shared_dns_rows_left_with_fewer_than_m_candidates_fill_up_with_free_ids():
-    torch.manual_seed(7)
-    batch, dataset = make_batch()
-    sampler = make_sampler("DNS", dataset, neg_shared=True, neg_candidate_num=8, dns_top_m=8, neg_num=8)
-    pools = []
-    draw_pool = sampler.shared_candidates
-    sampler.shared_candidates = lambda b: pools.append(draw_pool(b)) or pools[-1]
-    negatives = sampler.sample(batch)
-    ((pool, excluded),) = pools
+    _, dataset, negatives, pool, excluded = sample_shared_dns(7, neg_candidate_num=8, dns_top_m=8, neg_num=8)
     short = excluded.any(1)
     assert short.any() and not short.all()
     assert not excluded_mask(dataset, negatives).any()
