@@ -7,14 +7,31 @@ A params file has one key a line: `name choice [v1,v2,...]`, `name uniform low,h
 `name quniform low,high,q` or `name loguniform low,high`.
 """
 import argparse
+import os
 import sys
 
 from recbole.utils.utils import dict2str
 
+from recbole_mdcns.cli import debug_requested, report
+from recbole_mdcns.params import ConfigError
 from recbole_mdcns.tuning import HyperTuning
 
 
-def main() -> None:
+def main() -> int:
+    """Tune, write every trial's results and print the best; the exit status. A mistake in
+    the command, the space or the config is one line on stderr and exit status 2, before
+    the first trial trains (--debug shows its traceback)."""
+    debug = debug_requested()
+    try:
+        tune()
+    except ConfigError as error:
+        if debug:
+            raise
+        return report(error)
+    return 0
+
+
+def tune() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", type=str, default=None, help="space-separated fixed yaml files")
     parser.add_argument("--params_file", type=str, required=True, help="the search space")
@@ -22,7 +39,10 @@ def main() -> None:
     parser.add_argument("--display_file", type=str, default=None, help="an html plot of the trials")
     parser.add_argument("--algo", type=str, default="exhaustive", choices=["exhaustive", "random", "bayes"])
     parser.add_argument("--max_evals", type=int, default=100, help="trials for random and bayes")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a configuration error")
     args, _ = parser.parse_known_args()
+    if not os.path.isfile(args.params_file):
+        raise ConfigError([f"--params_file={args.params_file}: no such file"])
     # the trial configs must not pick up this script's own --key=value options
     sys.argv = sys.argv[:1] + [a for a in sys.argv[1:] if a.split("=")[0].lstrip("-") not in vars(args)]
 
@@ -42,4 +62,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

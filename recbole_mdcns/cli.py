@@ -120,9 +120,21 @@ def comparison(runs: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in rows)
 
 
+def debug_requested() -> bool:
+    """Whether a configuration error should show its traceback (--debug or RECBOLE_MDCNS_DEBUG=1)."""
+    return "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def report(error: ConfigError) -> int:
+    """Print a configuration error's problems on stderr, one line each; the exit status."""
+    for problem in error.problems:
+        print(f"recbole-mdcns: error: {problem}", file=sys.stderr)
+    return USAGE_ERROR
+
+
 def main() -> int:
     """Parse sys.argv, train and test, print the JSON line; the exit status."""
-    debug = "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    debug = debug_requested()
     argv = sys.argv
     try:
         args, extra = parser().parse_known_args()
@@ -139,9 +151,7 @@ def main() -> int:
     except ConfigError as error:
         if debug:
             raise
-        for problem in error.problems:
-            print(f"recbole-mdcns: error: {problem}", file=sys.stderr)
-        return USAGE_ERROR
+        return report(error)
     finally:
         sys.argv = argv
     runs = [r for r in runs if r]  # the ranks of a multi-process run other than 0 report nothing

@@ -21,7 +21,8 @@ from recbole_mdcns.layout import LAYOUT_PARAMS, check_layout
 from recbole_mdcns.parallel import DIST_BACKEND, dist_backend
 from recbole_mdcns.params import ConfigError, Param, validate_params
 from recbole_mdcns.samplers import SAMPLERS, sampler_class
-from recbole_mdcns.samplers.base import SHARED_PARAMS, closest_key_problem, key_prefixes, known_keys, sampler_names
+from recbole_mdcns.samplers.base import (SHARED_PARAMS, closest_key_problem, key_prefixes, known_keys,
+                                        other_samplers_keys, sampler_names)
 from recbole_mdcns.scoring import backbone_for
 
 DEFAULT_SAMPLER = "MDCNS"
@@ -93,7 +94,8 @@ def run_summary(config: Any, trained: list[str]) -> str:
 
 def startup_notes(config: Any) -> list[str]:
     """What a user should know before training starts, one line each: the default sampler
-    trains a second model, which set keys go unused, a pairing measured to learn little."""
+    trains a second model, which set keys go unused (RecBole's loss_type, other samplers'
+    keys), a pairing measured to learn little."""
     sampler = config["sampler"]
     if not is_active(sampler):
         return []
@@ -106,10 +108,8 @@ def startup_notes(config: Any) -> list[str]:
     if config["loss_type"] is not None:
         notes.append(f"loss_type = {config['loss_type']} is not used: the sampler trains {config['model']} with "
                      f"neg_loss = {config['neg_loss']} over its negatives (sampler: none trains with loss_type)")
-    if "neg_candidate_num" in user_set and not cls.uses_candidate_pool:
-        pools = ", ".join(c.name for c in SAMPLERS.values() if c.uses_candidate_pool)
-        notes.append(f"neg_candidate_num = {user_set['neg_candidate_num']} is not used by {cls.name} "
-                     f"(only {pools} score a candidate pool)")
+    for key, owners in other_samplers_keys(cls.name, user_set).items():
+        notes.append(f"{key} = {user_set[key]!r} is not used by {cls.name} (only by {', '.join(owners)})")
     if config["neg_loss"] == "gBCE" and config["neg_shared"] is True and cls.can_share:
         notes.append("neg_loss = gBCE with neg_shared = true: each item is then a negative in only K / N of the "
                      "batches, too rarely for gBCE's summed negatives, and it learned little on LastFM "
@@ -243,10 +243,7 @@ class Config(RecBoleConfig):
             if problems:
                 raise ConfigError(problems)
             return
-        try:
-            cls = sampler_class(sampler)
-        except ConfigError as error:
-            raise ConfigError(error.problems) from None
+        cls = sampler_class(sampler)
         self.final_config_dict["sampler"] = cls.name
         problems += self._typos()
         try:

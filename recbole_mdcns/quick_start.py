@@ -15,6 +15,7 @@ from recbole_mdcns.config import DEFAULT_SAMPLER, Config, is_active
 from recbole_mdcns.history import LaterItems
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import NegativeSampler, sampler_class
+from recbole_mdcns.samplers.base import other_samplers_keys
 from recbole_mdcns.scoring import backbone_for
 from recbole_mdcns.trainer import SampledTrainer
 
@@ -33,10 +34,7 @@ def build_trainer(config: Any, model: Any, dataset: Any, sampler: Optional[str] 
     name = sampler or config["sampler"] or DEFAULT_SAMPLER
     if not is_active(name):
         return SampledTrainer(config, model, train_dataset=dataset)
-    try:
-        backbone_for(type(model).__name__)
-    except ConfigError as error:
-        raise ConfigError(error.problems) from None
+    backbone_for(type(model).__name__)
     return SampledTrainer(config, model, sampler_class(name).build(config, dataset, **keys), dataset)
 
 
@@ -220,6 +218,13 @@ def objective_function(
 ) -> dict[str, Any]:
     """The objective for `recbole.trainer.HyperTuning`, as `recbole.quick_start.objective_function`."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    if config_dict and "sampler" not in config_dict:  # a space that tunes keys of one sampler
+        untuned = other_samplers_keys(config["sampler"], config_dict)
+        if untuned:
+            raise ConfigError([f"{key} is tuned, but sampler {config['sampler']} does not read it (only "
+                               f"{', '.join(owners)}): every trial would be the same; tune it with its sampler "
+                               "(--sampler=NAME, or a line `sampler choice ['NAME']` in the params file)"
+                               for key, owners in untuned.items()])
     init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
     for handler in logger.handlers[:]:  # each trial starts with fresh handlers, as in RecBole

@@ -132,9 +132,13 @@ def test_start_up_notes_say_what_the_user_might_not_expect(tiny_config):
     assert any("sampler = MDCNS (the default): it trains a second model, the peer GRU4Rec" in n for n in default)
     assert any("loss_type = CE is not used" in n and "neg_loss = BPR" in n for n in default)
     assert not any("the default" in n for n in notes_of(tiny_config, sampler="MDCNS"))
-    assert any("neg_candidate_num = 10 is not used by uniform (only DNS, DivNS, MDCNS" in n
+    assert any("neg_candidate_num = 10 is not used by uniform (only by DNS, DivNS, MDCNS" in n
                for n in notes_of(tiny_config, sampler="uniform"))
     assert not any("neg_candidate_num" in n for n in notes_of(tiny_config, sampler="DNS"))
+    # a key of another sampler is named with the samplers that read it; shared keys never are
+    other = notes_of(tiny_config, sampler="DNS", dns_top_m=2, genni_alpha=2.0, neg_num=2)
+    assert any("genni_alpha = 2.0 is not used by DNS (only by GenNi)" in n for n in other)
+    assert not any(n.startswith(("dns_top_m", "neg_num")) for n in other)
     assert notes_of(tiny_config, sampler="none") == []
     gbce = dict(sampler="uniform", neg_loss="gBCE", neg_num=4)
     assert any("neg_loss = gBCE with neg_shared = true" in n for n in notes_of(tiny_config, neg_shared=True, **gbce))

@@ -15,6 +15,7 @@ import recbole_mdcns.quick_start as quick_start
 from recbole_mdcns import ConfigError, objective_function
 from recbole_mdcns.config import Config
 from recbole_mdcns.samplers import SAMPLERS
+from recbole_mdcns.samplers.base import other_samplers_keys
 from recbole_mdcns.tuning import HyperTuning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,9 +30,7 @@ def tiny_yaml(tiny_config, tmp_path) -> str:
 
 def test_exhaustive_search_from_the_command_line(tiny_yaml, tmp_path):
     output = tmp_path / "tiny.result"
-    cmd = [sys.executable, os.path.join(ROOT, "run_hyper_mdcns.py"), f"--config_files={tiny_yaml}",
-           f"--params_file={os.path.join(ROOT, 'yaml', 'hyper', 'tiny.hyper')}", "--algo=exhaustive",
-           f"--output_file={output}"]
+    cmd = hyper_command(tiny_yaml, os.path.join(ROOT, "yaml", "hyper", "tiny.hyper"), str(output))
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     # the output file: per trial its params line, then "Valid result:" and "Test result:" lines
@@ -47,6 +46,39 @@ def test_exhaustive_search_from_the_command_line(tiny_yaml, tmp_path):
     assert trials[best_line][0] == max(valid for valid, _ in trials.values())
     printed_test = out.stdout.split("test result of the best params:\n")[1].splitlines()[0]
     assert printed_test == trials[best_line][1]
+
+
+def hyper_command(tiny_yaml: str, params_file: str, output: str) -> list[str]:
+    return [sys.executable, os.path.join(ROOT, "run_hyper_mdcns.py"), f"--config_files={tiny_yaml}",
+            f"--params_file={params_file}", "--algo=exhaustive", f"--output_file={output}"]
+
+
+@pytest.mark.parametrize("space, error", [
+    ("dns_top_m choice [1,2]\n", "dns_top_m is tuned, but sampler MDCNS does not read it (only DNS): every trial "
+                                 "would be the same; tune it with its sampler"),
+    (None, "--params_file=missing.hyper: no such file"),
+])
+def test_a_space_whose_trials_cannot_differ_is_one_line_before_any_trial(tiny_yaml, tmp_path, space, error):
+    params_file = "missing.hyper"
+    if space is not None:
+        params_file = str(tmp_path / "space.hyper")
+        (tmp_path / "space.hyper").write_text(space)
+    output = tmp_path / "space.result"
+    out = subprocess.run(hyper_command(tiny_yaml, params_file, str(output)), capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == f"recbole-mdcns: error: {error} (--sampler=NAME, or a line " \
+        "`sampler choice ['NAME']` in the params file)" if space else f"recbole-mdcns: error: {error}"
+    assert "Traceback" not in out.stderr and not output.exists()
+
+
+@pytest.mark.parametrize("params_file", sorted(os.listdir(os.path.join(ROOT, "yaml", "hyper"))))
+def test_every_shipped_space_tunes_keys_its_samplers_read(params_file):
+    with open(os.path.join(ROOT, "yaml", "hyper", params_file), encoding="utf-8") as f:
+        lines = dict(line.split(" ", 1) for line in f.read().splitlines() if line.strip())
+    samplers = ast.literal_eval(lines.pop("sampler").removeprefix("choice ").strip())
+    for key in lines:
+        assert any(key not in other_samplers_keys(sampler, [key]) for sampler in samplers), (params_file, key)
 
 
 @pytest.mark.parametrize("algo", ["random", "bayes"])

@@ -105,6 +105,15 @@ def known_keys() -> set[str]:
     return {"sampler"} | {p.key for cls in SAMPLERS.values() for p in cls.all_params()}
 
 
+def other_samplers_keys(sampler: str, keys: Any) -> dict[str, list[str]]:
+    """Of `keys`, those that `sampler` (a name, or none) does not read but other samplers
+    do: each with the names of the samplers that read it."""
+    own = {p.key for p in sampler_class(sampler).all_params()} if str(sampler).lower() != "none" else set()
+    owners = {key: [cls.name for cls in SAMPLERS.values() if key in {p.key for p in cls.all_params()}]
+              for key in sorted(keys) if key not in own}
+    return {key: names for key, names in owners.items() if names}
+
+
 def closest_key_problem(key: str, known: Any, what: str) -> str:
     """"<key> is not <what> (did you mean <the closest known key>?)"."""
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
