@@ -247,7 +247,8 @@ def signature(run: Run, plan: dict[str, Any]) -> dict[str, Any]:
     from recbole_mdcns.config import Config
 
     class PlannedConfig(Config):
-        requires_data = False  # a signature of a run whose data need not be converted yet
+        def _dataset_problems(self) -> list[str]:
+            return []  # a signature of a run whose data need not be converted yet
 
     location = dataset_location(run.dataset, plan["datasets"][run.dataset], conversion_dir(plan), convert_now=False)
     config = PlannedConfig(model=run.model, dataset=run.dataset,

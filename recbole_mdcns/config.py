@@ -127,10 +127,6 @@ def _topk_problems(topk: Any) -> list[str]:
 class Config(RecBoleConfig):
     """`recbole.config.Config` that knows the `sampler` key and the keys of each sampler."""
 
-    # whether the dataset must be on disk (or one RecBole downloads); False for a config
-    # computed before its data exist (the benchmark harness's run signatures)
-    requires_data = True
-
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
         super().__init__(model, dataset, config_file_list, config_dict)
         self._validate()
@@ -258,8 +254,6 @@ class Config(RecBoleConfig):
 
     def _dataset_problems(self) -> list[str]:
         """A dataset that is neither on disk nor one RecBole can download (its url list)."""
-        if not self.requires_data:
-            return []
         path, name = self["data_path"], self["dataset"]
         parts = [f"{name}.{part}.inter" for part in self["benchmark_filename"] or []] or [f"{name}.inter"]
         if all(os.path.isfile(os.path.join(path, part)) for part in parts):

@@ -22,11 +22,6 @@ from torch import Tensor
 RANK_TOL = 1e-6  # eigenvalues (and greedy gains) below RANK_TOL x the largest count as zero
 
 
-def numerical_rank(features: Tensor) -> Tensor:
-    """Rank of L = F F^T per group [G]: the most items `sample_k_dpp` selects in a group."""
-    return _significant(_eigen(features)[0]).sum(-1)
-
-
 def _significant(eigvals: Tensor) -> Tensor:
     """Mask of the eigenvalues that count as non-zero."""
     return eigvals > RANK_TOL * eigvals.amax(dim=-1, keepdim=True).clamp(min=1e-30)

@@ -94,7 +94,7 @@ def build_experiment(config: Config) -> Experiment:
     exists, so a bad value writes nothing)."""
     dataset, train_data, valid_data, test_data = _load_data(config)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = _build_model(config, train_data)
     sampler = build_sampler(config, train_data._dataset)
     if sampler is not None:
         sampler.watch_false_negatives(LaterItems(config, dataset))
@@ -107,6 +107,25 @@ class RecordedRunConfig(Config):
 
     def _load_cmd_line(self) -> dict[str, Any]:
         return {}
+
+
+def _build_model(config: Config, train_data: Any) -> Any:
+    """The configured RecBole model on its device, built on the training split."""
+    return get_model(config["model"])(config, train_data._dataset).to(config["device"])
+
+
+def _fit_and_test(run: Experiment, saved: bool, verbose: bool = True) -> dict[str, Any]:
+    """Train, then test the best model (the last one when not `saved`): RecBole's result keys."""
+    show = verbose and run.config["show_progress"]
+    best_valid_score, best_valid_result = run.trainer.fit(
+        run.train_data, run.valid_data, verbose=verbose, saved=saved, show_progress=show
+    )
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": run.config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": run.trainer.evaluate(run.test_data, load_best_model=saved, show_progress=show),
+    }
 
 
 def load_data_and_model(model_file: str) -> tuple[Config, Any, Any, Any, Any, Any]:
@@ -123,7 +142,7 @@ def load_data_and_model(model_file: str) -> tuple[Config, Any, Any, Any, Any, An
     init_logger(config)
     dataset, train_data, valid_data, test_data = _load_data(config)
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = _build_model(config, train_data)
     model.load_state_dict(state["state_dict"])
     model.load_other_parameter(state.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
@@ -155,21 +174,11 @@ def run_recbole_mdcns(
     logger.info(run.model)
     if resume:
         run.trainer.resume_checkpoint(resume)
-    best_valid_score, best_valid_result = run.trainer.fit(
-        run.train_data, run.valid_data, saved=saved, show_progress=config["show_progress"]
-    )
-    test_result = run.trainer.evaluate(run.test_data, load_best_model=saved, show_progress=config["show_progress"])
+    result = {"sampler": config["sampler"], **_fit_and_test(run, saved)}
 
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
-    result = {
-        "sampler": config["sampler"],
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-    }
+    logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
+    logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
     if not config["single_spec"]:
         torch.distributed.destroy_process_group()
         if config["local_rank"] == 0 and queue is not None:
@@ -231,13 +240,6 @@ def objective_function(
         logger.removeHandler(handler)
     init_logger(config)
     run = build_experiment(config)
-    best_valid_score, best_valid_result = run.trainer.fit(run.train_data, run.valid_data, verbose=False, saved=saved)
-    test_result = run.trainer.evaluate(run.test_data, load_best_model=saved)
-    _report_to_ray(test_result)
-    return {
-        "model": config["model"],
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-    }
+    result = {"model": config["model"], **_fit_and_test(run, saved, verbose=False)}
+    _report_to_ray(result["test_result"])
+    return result

@@ -434,14 +434,14 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "gnno_ignores_the_hardness", "recbole_mdcns/samplers/gnno.py",
-        "weight = torch.where(overlap <= threshold + TOLERANCE, (overlap - threshold).exp(), 0.0)",
+        "weight = eligible_weight(overlap, threshold, shift=threshold)",
         "weight = (overlap - threshold).exp().clamp(max=1)",
         ("tests/test_baselines.py",),
         "GNNO draws graph negatives above the epoch's hardness",
     ),
     Mutation(
         "gnno_dense_draw_ignores_the_hardness", "recbole_mdcns/samplers/gnno.py",
-        "weights[:, :-1] = torch.where(overlap <= threshold + TOLERANCE, overlap.exp(), 0.0)",
+        "weights[:, :-1] = eligible_weight(overlap, threshold)",
         "weights[:, :-1] = overlap.exp()",
         ("tests/test_baselines.py",),
         "GNNO's dense fallback (rows with few eligible ids) draws above the epoch's hardness",
@@ -476,8 +476,8 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "gnno_accepts_every_eligible_id_alike", "recbole_mdcns/samplers/gnno.py",
-        "(overlap - threshold).exp(), 0.0)",
-        "1.0, 0.0)",
+        "weight = eligible_weight(overlap, threshold, shift=threshold)",
+        "weight = (overlap <= threshold + TOLERANCE).float()",
         ("tests/test_baselines.py",),
         "GNNO's graph negatives are uniform over the eligible ids, not weighted by exp(J)",
     ),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import chi_square_ok
-from recbole_mdcns.dpp import greedy_map, numerical_rank, sample_k_dpp
+from recbole_mdcns.dpp import greedy_map, sample_k_dpp
 
 
 def kernel_features(kernel: torch.Tensor) -> torch.Tensor:
@@ -49,7 +49,6 @@ def test_rank_deficient_kernel_never_yields_a_zero_probability_set():
     torch.manual_seed(0)
     kernel = random_kernel(8, 3, seed=1)
     features = kernel_features(kernel).unsqueeze(0).expand(2000, -1, -1)
-    assert numerical_rank(features[:1]).item() == 3
     picks = sample_k_dpp(features, torch.full((2000,), 3))
     dets = torch.stack([torch.linalg.det(kernel[p][:, p]) for p in picks[:200]])
     assert (dets > 1e-9).all()

@@ -43,8 +43,8 @@ SHARED_PARAMS = (
     Param("neg_logq", bool, False, "SSM subtracts log(K Q) of each negative, Q its proposal probability (uniform, "
           "popularity and GenNi know it)"),
     Param("neg_shared", bool, False, "the K negatives are drawn once per batch and scored by every row as one "
-          "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity; not with "
-          "gBCE: see the README's departures). DNS and MixGCF share their C candidates instead, each row "
+          "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity; gBCE "
+          "learns little from shared negatives: see the README's departures). DNS and MixGCF share their C candidates instead, each row "
           "picking its own among those it does not exclude"),
     Param("neg_gbce_t", float, 0.75, "gBCE's calibration t in [0, 1]: beta = 1 - t (1 - K / (N - 1)); 0 is BCE "
           "with summed negatives", minimum=0, maximum=1),

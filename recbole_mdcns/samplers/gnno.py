@@ -42,6 +42,12 @@ TOLERANCE = 1e-9  # h_e accumulates in floating point; J is float32, so h_e + TO
 BYTES_PER_OVERLAP = 12  # an int64 key and a float32 value
 
 
+def eligible_weight(overlap: Tensor, threshold: float, shift: float = 0.0) -> Tensor:
+    """exp(J - shift) where the overlap J is at most the threshold h_e (the pair may be
+    drawn), else 0."""
+    return torch.where(overlap <= threshold + TOLERANCE, (overlap - shift).exp(), 0.0)
+
+
 def transition_pairs(config: Any, dataset: Dataset, window: int) -> tuple[np.ndarray, np.ndarray]:
     """The pairs (x_j, x_j+k), k <= window, of every user's training sequence: each
     training row's target with the last `window` items of its prefix."""
@@ -112,7 +118,7 @@ class SparseOverlap:
 
     def weight_sums(self, threshold: float) -> Tensor:
         """Each row's sum over columns 1..n-1 of exp(J) 1[J <= threshold] (exp(0) where nothing is stored): [n]."""
-        extra = torch.where(self.values <= threshold + TOLERANCE, self.values.exp() - 1, -1.0)
+        extra = eligible_weight(self.values, threshold) - 1
         return (self.n - 1) + torch.zeros(self.n, device=self.values.device).index_add_(0, self.keys // self.n, extra)
 
 
@@ -132,7 +138,7 @@ class DenseOverlap:
         return self.matrix.index_select(0, rows)
 
     def weight_sums(self, threshold: float) -> Tensor:
-        return torch.where(self.matrix <= threshold + TOLERANCE, self.matrix.exp(), 0.0)[:, 1:].sum(1)
+        return eligible_weight(self.matrix, threshold)[:, 1:].sum(1)
 
 
 def overlap_on_device(matrix: sp.csr_matrix, device: Any) -> SparseOverlap | DenseOverlap:
@@ -211,7 +217,7 @@ class GNNOSampler(NegativeSampler):
             for _ in range(REJECTION_ROUNDS):
                 proposals = self.exclusion.draw(batch, need * OVERSAMPLE)
                 overlap = self.overlap(targets, proposals)
-                weight = torch.where(overlap <= threshold + TOLERANCE, (overlap - threshold).exp(), 0.0)
+                weight = eligible_weight(overlap, threshold, shift=threshold)
                 accepted = torch.rand_like(weight) < weight
                 # each row's accepted proposals, in order, after the ones it already has
                 slot = filled.unsqueeze(1) + torch.cumsum(accepted, 1) - 1
@@ -243,7 +249,7 @@ class GNNOSampler(NegativeSampler):
         excluded ids (`exclusions` rows `chosen`) at 0; uniform ids where none is eligible."""
         overlap = self.overlap.dense_rows(targets)  # [r, N + 1]
         weights = torch.zeros(len(targets), self.n_items + 2, device=self.device)  # and the pad N+1
-        weights[:, :-1] = torch.where(overlap <= threshold + TOLERANCE, overlap.exp(), 0.0)
+        weights[:, :-1] = eligible_weight(overlap, threshold)
         weights[:, 0] = 0
         weights.scatter_(1, targets.unsqueeze(1), 0)
         weights.scatter_(1, exclusions.ids()[chosen], 0)  # the pad N+1 stands for "not excluded"
