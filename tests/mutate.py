@@ -81,6 +81,13 @@ MUTATIONS: list[Mutation] = [
         "exclude: history only excludes the last 3 items (the test's window), as RecBole's truncated item_seq did",
     ),
     Mutation(
+        "exclusion_target_mode_excludes_all_the_prefix", "recbole_mdcns/samplers/exclusion.py",
+        '            if self.mode == "window":\n',
+        '            if self.mode in ("window", "target"):\n',
+        ("tests/test_layout.py::test_target_exclusion_skips_only_the_target",),
+        "exclude: target also excludes the row's earlier items, unlike full-softmax CE",
+    ),
+    Mutation(
         "exclusion_user_mode_as_history", "recbole_mdcns/samplers/exclusion.py",
         "return RowExclusions(items, items < self.pad, self.n_items)",
         "return RowExclusions(items, self.history.first.index_select(0, users) <= batch.target_index[rows].unsqueeze(1), self.n_items)",

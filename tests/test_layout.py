@@ -153,6 +153,23 @@ def test_window_exclusion_skips_only_the_items_the_row_holds(layout, tiny_config
     assert before_window > 0
 
 
+@pytest.mark.parametrize("layout", ["prefix", "sequence"])
+def test_target_exclusion_skips_only_the_target(layout, tiny_config):
+    """neg_exclude: target, full-softmax CE's negatives: the target is never drawn, the
+    user's earlier items are."""
+    run = experiment(tiny_config, sampler="uniform", neg_exclude="target", neg_num=40, train_layout=layout)
+    sequences = training_sequences(run)
+    earlier = 0
+    for batch in run.trainer.layout_rows(run.train_data):
+        encoded = encode_batch(run.model, batch, layout)
+        negatives = run.sampler.sample(encoded)
+        assert not (negatives == encoded.pos_items.unsqueeze(1)).any()
+        for user, index, target, drawn in zip(encoded.users.tolist(), encoded.target_index.tolist(),
+                                              encoded.pos_items.tolist(), negatives.tolist()):
+            earlier += len(set(drawn) & (set(sequences[user][:index]) - {target}))
+    assert earlier > 0
+
+
 def test_divns_never_mixes_in_an_item_the_row_excludes(tiny_config):
     run = experiment(tiny_config, sampler="DivNS")
     batch = encode_batch(run.model, next(iter(run.trainer.layout_rows(run.train_data))))

@@ -50,8 +50,9 @@ SHARED_PARAMS = (
           "with summed negatives", minimum=0, maximum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
           "(the whole prefix, beyond MAX_ITEM_LIST_LENGTH); `user`: nor any training item of the user; `window`: "
-          "only the target and the prefix items the row holds (RecBole's truncated view, to measure the difference)",
-          choices=("history", "user", "window")),
+          "only the target and the prefix items the row holds (RecBole's truncated view, to measure the difference); "
+          "`target`: only the target, as full-softmax CE counts every other item as a negative",
+          choices=("history", "user", "window", "target")),
 )
 CANDIDATE_PARAM = Param("neg_candidate_num", int, 100, "C, candidates scored per row; must be below the number of items",
                         minimum=1)

@@ -35,7 +35,8 @@ class ExclusionSets:
     """The items a training row may not draw: under `history`, every item its user had up
     to and including its target (the whole prefix, not only RecBole's truncated window);
     under `user`, every training item of its user; under `window`, the target and the
-    prefix items the row holds.
+    prefix items the row holds; under `target`, only the target (full-softmax CE's
+    negatives: every other item, the user's earlier ones too).
 
     `history` and `user` read the user's sorted distinct items (`UserHistory`) with a
     per-row mask of those that count, so draws and membership tests need no sort per
@@ -47,9 +48,9 @@ class ExclusionSets:
         self.mode: str = config["neg_exclude"]
         self.n_items = dataset.item_num - 1
         self.pad = self.n_items + 1
-        if self.mode == "window":
+        if self.mode in ("window", "target"):
             self.history = None
-            self.width = config["MAX_ITEM_LIST_LENGTH"] + 1
+            self.width = config["MAX_ITEM_LIST_LENGTH"] + 1 if self.mode == "window" else 1
             self.max_excluded = self.width
         else:
             self.history = UserHistory(config, dataset, self.pad).to(config["device"])
@@ -74,7 +75,9 @@ class ExclusionSets:
 
     def _build(self, batch: EncodedBatch, rows: slice) -> "RowExclusions":
         if self.history is None:
-            held = torch.cat([batch.pos_items[rows].unsqueeze(1), batch.held_items(rows)], 1)
+            held = batch.pos_items[rows].unsqueeze(1)
+            if self.mode == "window":
+                held = torch.cat([held, batch.held_items(rows)], 1)
             return RowExclusions.of_ids(held, self.n_items)
         users = batch.users[rows]
         items = self.history.items.index_select(0, users)  # index_select: the fastest row gather
