@@ -14,13 +14,14 @@ from recbole.utils.utils import dict2str
 
 from recbole_mdcns.cli import debug_requested, report
 from recbole_mdcns.params import ConfigError
-from recbole_mdcns.tuning import HyperTuning
+from recbole_mdcns.tuning import HyperTuning, space_problems
 
 
 def main() -> int:
     """Tune, write every trial's results and print the best; the exit status. A mistake in
-    the command, the space or the config is one line on stderr and exit status 2, before
-    the first trial trains (--debug shows its traceback)."""
+    the command, the space or the fixed config is one line on stderr and exit status 2,
+    before the first trial (--debug shows its traceback); one that only some trials' values
+    make stops the search at that trial, the same way."""
     debug = debug_requested()
     try:
         tune()
@@ -46,9 +47,13 @@ def tune() -> None:
     # the trial configs must not pick up this script's own --key=value options
     sys.argv = sys.argv[:1] + [a for a in sys.argv[1:] if a.split("=")[0].lstrip("-") not in vars(args)]
 
+    fixed = args.config_files.strip().split(" ") if args.config_files else None
+    problems = space_problems(args.params_file, fixed)
+    if problems:
+        raise ConfigError(problems)
     tuning = HyperTuning(
         params_file=args.params_file,
-        fixed_config_file_list=args.config_files.strip().split(" ") if args.config_files else None,
+        fixed_config_file_list=fixed,
         display_file=args.display_file,
         algo=args.algo,
         max_evals=args.max_evals,

@@ -15,7 +15,6 @@ from recbole_mdcns.config import DEFAULT_SAMPLER, Config, is_active
 from recbole_mdcns.history import LaterItems
 from recbole_mdcns.params import ConfigError
 from recbole_mdcns.samplers import NegativeSampler, sampler_class
-from recbole_mdcns.samplers.base import other_samplers_keys
 from recbole_mdcns.scoring import backbone_for
 from recbole_mdcns.trainer import SampledTrainer
 
@@ -227,13 +226,6 @@ def objective_function(
 ) -> dict[str, Any]:
     """The objective for `recbole.trainer.HyperTuning`, as `recbole.quick_start.objective_function`."""
     config = Config(config_dict=config_dict, config_file_list=config_file_list)
-    if config_dict and "sampler" not in config_dict:  # a space that tunes keys of one sampler
-        untuned = other_samplers_keys(config["sampler"], config_dict)
-        if untuned:
-            raise ConfigError([f"{key} is tuned, but sampler {config['sampler']} does not read it (only "
-                               f"{', '.join(owners)}): every trial would be the same; tune it with its sampler "
-                               "(--sampler=NAME, or a line `sampler choice ['NAME']` in the params file)"
-                               for key, owners in untuned.items()])
     init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
     for handler in logger.handlers[:]:  # each trial starts with fresh handlers, as in RecBole

@@ -1,11 +1,53 @@
-"""RecBole's HyperTuning with the plugin's objective, and its first-trial quirk fixed."""
+"""RecBole's HyperTuning with the plugin's objective, its first-trial quirk fixed, and a
+check of a params file before any trial."""
 from __future__ import annotations
 
-from typing import Any
+import ast
+from typing import Any, Optional
 
 from recbole.trainer import HyperTuning as RecBoleHyperTuning
 
+from recbole_mdcns.config import Config
+from recbole_mdcns.params import ConfigError
 from recbole_mdcns.quick_start import objective_function
+from recbole_mdcns.samplers import SAMPLERS
+from recbole_mdcns.samplers.base import other_samplers_keys
+
+
+def read_space(params_file: str) -> dict[str, tuple[str, str]]:
+    """A params file's lines as RecBole reads them: name -> (kind, values)."""
+    with open(params_file, encoding="utf-8") as f:
+        words = [line.strip().split(" ") for line in f]
+    return {w[0]: (w[1], "".join(w[2:])) for w in words if len(w) >= 3}
+
+
+def space_problems(params_file: str, fixed_config_files: Optional[list[str]] = None) -> list[str]:
+    """What makes a space's trials fail or not differ, before any trial trains: the fixed
+    config with the space's first choices (the command line's keys too) is invalid; the
+    command line's --sampler overrides a tuned `sampler`; a space that does not tune
+    `sampler` tunes a key its sampler does not read."""
+    space = read_space(params_file)
+    first = {}
+    for name, (kind, values) in space.items():
+        if kind == "choice":
+            try:
+                first[name] = ast.literal_eval(values)[0]
+            except (ValueError, SyntaxError, TypeError, IndexError):
+                return [f"--params_file={params_file}: {name} choice {values} is not a list of values"]
+    config = Config(config_dict=first, config_file_list=fixed_config_files)
+    if "sampler" in space:
+        if "sampler" in config.cmd_config_dict:
+            return [f"sampler is tuned by {params_file}, but --sampler={config.cmd_config_dict['sampler']} on the "
+                    "command line sets it in every trial; drop one of them"]
+        return []
+    sampler = config["sampler"]
+    problems = []
+    for key, owners in other_samplers_keys(sampler, space).items():
+        readers = "every sampler" if len(owners) == len(SAMPLERS) else f"only {', '.join(owners)}"
+        problems.append(f"{key} is tuned, but sampler {sampler} does not read it ({readers}): trials that differ "
+                        f"only in it are the same; tune it with a sampler that reads it (--sampler=NAME, or a line "
+                        f"`sampler choice ['NAME']` in {params_file})")
+    return problems
 
 
 class HyperTuning(RecBoleHyperTuning):
@@ -17,7 +59,10 @@ class HyperTuning(RecBoleHyperTuning):
     """
 
     def __init__(self, objective=objective_function, **kwargs: Any):
-        super().__init__(objective, **kwargs)
+        try:
+            super().__init__(objective, **kwargs)
+        except (ValueError, SyntaxError, NameError) as error:  # RecBole's reading of the params file
+            raise ConfigError([f"--params_file={kwargs.get('params_file')}: {error}"]) from None
         self._params_of: dict[str, dict[str, Any]] = {}
 
     def trial(self, params: dict[str, Any]) -> dict[str, Any]:

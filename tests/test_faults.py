@@ -60,5 +60,5 @@ def test_a_user_owning_every_item_cannot_exclude_them_all(tiny_config, tmp_path)
     inter.write_text(inter.read_text() + everything + "\n")
     for mode in ("user", "history"):
         with pytest.raises(ConfigError, match=f"neg_exclude = '{mode}': some training rows may exclude all .* "
-                                              "use neg_exclude: window with a MAX_ITEM_LIST_LENGTH below"):
+                                              "use neg_exclude: target, or neg_exclude: window with a MAX_ITEM_LIST_LENGTH below"):
             run({**tiny_config, "data_path": str(root)}, neg_exclude=mode, MAX_ITEM_LIST_LENGTH=100)

@@ -260,7 +260,8 @@ class NegativeSampler:
             problems.append(
                 f"neg_exclude = {self.config['neg_exclude']!r}: some training rows may exclude all {self.n_items} items "
                 "(a user had every item), so no negative could be drawn; drop such users "
-                "(user_inter_num_interval) or use neg_exclude: window with a MAX_ITEM_LIST_LENGTH below the number of items"
+                "(user_inter_num_interval), or use neg_exclude: target, or neg_exclude: window with a MAX_ITEM_LIST_LENGTH "
+                "below the number of items"
             )
         return problems
 
