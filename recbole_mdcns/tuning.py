@@ -24,19 +24,23 @@ def read_space(params_file: str) -> dict[str, tuple[str, str]]:
 def space_problems(params_file: str, fixed_config_files: Optional[list[str]] = None) -> list[str]:
     """What makes a space's trials fail or not differ, before any trial trains: the fixed
     config with the space's first choices (the command line's keys too) is invalid; the
-    command line's --sampler overrides a tuned `sampler`; a space that does not tune
+    command line's --sampler overrides a tuned `sampler` with another; a space that does not tune
     `sampler` tunes a key its sampler does not read."""
     space = read_space(params_file)
-    first = {}
+    choices = {}
     for name, (kind, values) in space.items():
         if kind == "choice":
             try:
-                first[name] = ast.literal_eval(values)[0]
-            except (ValueError, SyntaxError, TypeError, IndexError):
+                choices[name] = list(ast.literal_eval(values))
+            except (ValueError, SyntaxError, TypeError):
+                choices[name] = []
+            if not choices[name]:
                 return [f"--params_file={params_file}: {name} choice {values} is not a list of values"]
-    config = Config(config_dict=first, config_file_list=fixed_config_files)
+    config = Config(config_dict={name: values[0] for name, values in choices.items()},
+                    config_file_list=fixed_config_files)
     if "sampler" in space:
-        if "sampler" in config.cmd_config_dict:
+        tuned = {str(name).lower() for name in choices.get("sampler", [])}
+        if "sampler" in config.cmd_config_dict and tuned != {str(config.cmd_config_dict["sampler"]).lower()}:
             return [f"sampler is tuned by {params_file}, but --sampler={config.cmd_config_dict['sampler']} on the "
                     "command line sets it in every trial; drop one of them"]
         return []

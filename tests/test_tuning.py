@@ -16,7 +16,7 @@ from recbole_mdcns import ConfigError, objective_function
 from recbole_mdcns.config import Config
 from recbole_mdcns.samplers import SAMPLERS
 from recbole_mdcns.samplers.base import other_samplers_keys
-from recbole_mdcns.tuning import HyperTuning
+from recbole_mdcns.tuning import HyperTuning, space_problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,6 +76,15 @@ def test_a_space_whose_trials_fail_or_cannot_differ_is_one_line_before_any_trial
     errors = [line for line in out.stderr.splitlines() if "error" in line or "exception" in line]
     assert len(errors) == 1 and errors[0].startswith("recbole-mdcns: error: " + error.format(space=params_file))
     assert "Traceback" not in out.stderr and "running parameters" not in out.stdout and not output.exists()
+
+
+def test_a_command_line_sampler_may_repeat_the_tuned_one(tiny_yaml, tmp_path, monkeypatch):
+    space = tmp_path / "space.hyper"
+    space.write_text("sampler choice ['mdcns']\nmdcns_tau choice [1,2]\n")
+    monkeypatch.setattr(sys, "argv", ["run_hyper_mdcns.py", "--sampler=MDCNS"])
+    assert space_problems(str(space), [tiny_yaml]) == []
+    monkeypatch.setattr(sys, "argv", ["run_hyper_mdcns.py", "--sampler=DNS"])
+    assert space_problems(str(space), [tiny_yaml])[0].startswith("sampler is tuned by")
 
 
 @pytest.mark.parametrize("params_file", sorted(os.listdir(os.path.join(ROOT, "yaml", "hyper"))))
