@@ -44,8 +44,8 @@ SHARED_PARAMS = (
           "popularity and GenNi know it)"),
     Param("neg_shared", bool, False, "the K negatives are drawn once per batch and scored by every row as one "
           "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity; gBCE "
-          "learns little from shared negatives: see the README's departures). DNS and MixGCF share their C candidates instead, each row "
-          "picking its own among those it does not exclude"),
+          "learns little from shared negatives: see the README's departures). DNS and MixGCF share their C "
+          "candidates instead, each row picking its own among those it does not exclude"),
     Param("neg_gbce_t", float, 0.75, "gBCE's calibration t in [0, 1]: beta = 1 - t (1 - K / (N - 1)); 0 is BCE "
           "with summed negatives", minimum=0, maximum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
@@ -109,9 +109,9 @@ def known_keys() -> set[str]:
 def other_samplers_keys(sampler: str, keys: Any) -> dict[str, list[str]]:
     """Of `keys`, those that `sampler` (a name, or none) does not read but other samplers
     do: each with the names of the samplers that read it."""
-    own = {p.key for p in sampler_class(sampler).all_params()} if str(sampler).lower() != "none" else set()
-    owners = {key: [cls.name for cls in SAMPLERS.values() if key in {p.key for p in cls.all_params()}]
-              for key in sorted(keys) if key not in own}
+    reads = {cls.name: {p.key for p in cls.all_params()} for cls in SAMPLERS.values()}
+    own = reads[sampler_class(sampler).name] if str(sampler).lower() != "none" else set()
+    owners = {key: [name for name, read in reads.items() if key in read] for key in sorted(keys) if key not in own}
     return {key: names for key, names in owners.items() if names}
 
 
