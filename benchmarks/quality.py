@@ -53,14 +53,23 @@ from benchmarks.quality_results import JSONL, current_rows, row_key  # noqa: E40
 from benchmarks.quality_run import run_and_record  # noqa: E402
 
 
+def recorded_keys(plan: dict[str, Any], out: str) -> set[tuple]:
+    """The keys of the plan's runs that are done: a current line in `<out>`'s JSONL."""
+    return {row_key(row) for row in current_rows(os.path.join(out, JSONL), plan)[0]}
+
+
 def run_here(todo: list[Run], plan: dict[str, Any], out: str, jobs: int = 1) -> None:
     """Train the runs one after another in this process, each line appended as it ends;
-    `jobs`: how many runs share the machine meanwhile (recorded beside the timings)."""
+    `jobs`: how many runs share the machine meanwhile (recorded beside the timings). A run
+    that another process recorded since `todo` was listed is skipped."""
     from tqdm import tqdm
 
     progress = tqdm(todo, desc="quality runs", unit="run")
     for run in progress:
         progress.set_postfix_str(run.label)
+        if run.key in recorded_keys(plan, out):
+            progress.write(f"{run.label}: recorded meanwhile by another process; skipped")
+            continue
         data_path = dataset_location(run.dataset, plan["datasets"][run.dataset], conversion_dir(plan))
         row = run_and_record(run, plan, signature(run, plan), data_path, out, jobs)
         if row is None:
@@ -138,8 +147,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     plan = load_plan(args.config)
     failed = 0
     if not args.render_only:
-        done = {row_key(row) for row in current_rows(os.path.join(args.out, JSONL), plan)[0]}
-        todo = select(planned_runs(plan), done, args.only_datasets, args.only_samplers, args.only_variants)
+        todo = select(planned_runs(plan), recorded_keys(plan, args.out), args.only_datasets, args.only_samplers,
+                      args.only_variants)
         if args.only_run is not None:
             todo = [run for run in todo if list(run.key) == json.loads(args.only_run)]
             run_here(todo, plan, args.out, args.jobs)

@@ -355,6 +355,19 @@ def test_a_run_held_by_another_process_is_skipped(tmp_path):
     assert len((out / "quality.jsonl").read_text().splitlines()) == 1
 
 
+def test_a_run_recorded_by_another_process_after_listing_is_skipped(tmp_path, capsys):
+    plan = _plan(write_tiny_dataset(tmp_path / "data"))
+    plan["runs"] = [{"sampler": "uniform"}]
+    out = tmp_path / "results"
+    out.mkdir()
+    (run,) = planned_runs(plan)
+    (out / JSONL).write_text(json.dumps(_recorded(run, plan)) + "\n")  # another harness finished it
+    quality.run_here([run], plan, str(out))
+    assert "recorded meanwhile by another process; skipped" in capsys.readouterr().out
+    assert len((out / JSONL).read_text().splitlines()) == 1
+    assert not (out / UNFINISHED).exists()
+
+
 def _recorded(run, plan: dict) -> dict:
     """A JSON line of `run` as if trained under `plan` (its config holds the run's signature)."""
     return {"dataset": run.dataset, "model": run.model, "sampler": run.sampler, "variant": run.variant,
