@@ -29,12 +29,12 @@ Panels = list[tuple[tuple[str, str], dict[tuple[str, str], list[Row]]]]  # (data
 
 
 def _ndcg_figure(plt: Any, panels: Panels, published: dict[str, Any]) -> Any:
-    """RecBole's and masked test NDCG@10 per row, std error bars, the published points."""
+    """The trainer's and masked test NDCG@10 per row, std error bars, the published points."""
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 0.6 * max(len(r) for _, r in panels)) * len(panels), 4.5),
                              squeeze=False)
     for ax, ((dataset, model), rows) in zip(axes[0], panels):
         names = [row_name(sampler, variant) for sampler, variant in rows]
-        for offset, (metrics_key, label, color) in enumerate((("test", "RecBole (earlier items ranked)", "tab:blue"),
+        for offset, (metrics_key, label, color) in enumerate((("test", "the trainer's (its eval_mask)", "tab:blue"),
                                                         ("test_masked", "earlier items masked", "tab:orange"))):
             values = [[r[metrics_key][RATIO_METRIC] for r in runs if RATIO_METRIC in r.get(metrics_key, {})]
                       for runs in rows.values()]
@@ -50,7 +50,7 @@ def _ndcg_figure(plt: Any, panels: Panels, published: dict[str, Any]) -> Any:
         ax.set_xticklabels(names, rotation=45, ha="right", fontsize=8)
         ax.legend(fontsize=7)
         ax.set_title(f"{dataset}, {model}")
-        ax.set_ylabel("test NDCG@10 (mean ± std over seeds)")
+        ax.set_ylabel("test NDCG@10 (mean ± std)")
     return fig
 
 
