@@ -10,7 +10,10 @@ over rows:
   K Q_k with Q_k its proposal probability, when the sampler knows it (Yi et al. 2019; Bengio
   and Senecal 2008): sum_k e^(n_k) / (K Q_k) then estimates the full softmax's sum over the
   row's other items, and K = N - 1 draws of each other item once give full CE exactly. The
-  positive is given, not drawn, so it is not corrected
+  positive is given, not drawn, so it is not corrected. Mixed negatives (Yang et al. 2020):
+  S ids drawn uniformly once per batch join every row's softmax beside its own K, each
+  corrected by log(S / N), its expected count among the S draws: they add one term per
+  row, their log mass (`mixed_log_mass`), computed once however many losses use it
 - gBCE (gSASRec, Petrov & Macdonald 2023): -beta log sigma(p) - sum_k log(1 - sigma(n_k)),
   beta = 1 - t (1 - K / (N - 1)); t = 0 is BCE with its negatives summed (our BCE averages
   them: the two are equal at K = 1)
@@ -43,15 +46,18 @@ class RankingLoss:
         return cls(config["neg_loss"], config["neg_temperature"], gbce_beta(config["neg_gbce_t"], sampling_rate))
 
     def __call__(self, pos_score: Tensor, neg_score: Tensor, neg_log_q: Optional[Tensor] = None,
-                 valid: Optional[Tensor] = None) -> Tensor:
+                 valid: Optional[Tensor] = None, mixed: Optional[Tensor] = None) -> Tensor:
         """The mean loss over rows; `neg_log_q` [B, K] (SSM only): log Q of each negative;
-        `valid` [B, K] bool: the negatives that count (shared negatives a row excludes do not)."""
+        `valid` [B, K] bool: the negatives that count (shared negatives a row excludes do not);
+        `mixed` [B] (SSM only): the log mass of the mixed negatives in each row's softmax."""
+        if mixed is not None and self.kind != "SSM":
+            raise ValueError(f"mixed negatives join neg_loss SSM, not {self.kind!r}")
         if self.kind == "BPR":
             return bpr_loss(pos_score, neg_score, valid)
         if self.kind == "BCE":
             return bce_loss(pos_score, neg_score, valid)
         if self.kind == "SSM":
-            return sampled_softmax_loss(pos_score, neg_score, self.temperature, neg_log_q, valid)
+            return sampled_softmax_loss(pos_score, neg_score, self.temperature, neg_log_q, valid, mixed)
         if self.kind == "gBCE":
             return gbce_loss(pos_score, neg_score, self.gbce_beta, valid)
         raise ValueError(f"neg_loss = {self.kind!r}: must be one of {', '.join(LOSSES)}")
@@ -85,14 +91,26 @@ def gbce_loss(pos_score: Tensor, neg_score: Tensor, beta: float, valid: Optional
 
 
 def sampled_softmax_loss(pos_score: Tensor, neg_score: Tensor, temperature: float = 1.0,
-                         neg_log_q: Optional[Tensor] = None, valid: Optional[Tensor] = None) -> Tensor:
+                         neg_log_q: Optional[Tensor] = None, valid: Optional[Tensor] = None,
+                         mixed: Optional[Tensor] = None) -> Tensor:
     neg_logits = neg_score / temperature
     if neg_log_q is not None:
         neg_logits = neg_logits - (neg_log_q + math.log(neg_score.size(1)))
     if valid is not None:
         neg_logits = neg_logits.masked_fill(~valid, -math.inf)
     logits = torch.cat([(pos_score / temperature).unsqueeze(1), neg_logits], dim=1)
-    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+    log_partition = torch.logsumexp(logits, dim=1)
+    if mixed is not None:
+        log_partition = torch.logaddexp(log_partition, mixed)
+    return (log_partition - logits[:, 0]).mean()
+
+
+def mixed_log_mass(score: Tensor, log_count: float, valid: Tensor, temperature: float = 1.0) -> Tensor:
+    """log sum_s e^(score_s / T - log_count) over each row's valid shared negatives: [B],
+    from their scores [B, S] and which count [B, S]. A row without one gets the dtype's
+    lowest value, finite, so that its gradient is 0, not NaN."""
+    lowest = torch.finfo(score.dtype).min
+    return torch.logsumexp((score / temperature - log_count).masked_fill(~valid, lowest), dim=1)
 
 
 def full_softmax_loss(seq_emb: Tensor, item_table: Tensor, targets: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from conftest import BATCH_ITEMS as N_ITEMS
 from conftest import excluded_mask, make_batch, make_sampler
 from recbole_mdcns.config import Config
-from recbole_mdcns.losses import RankingLoss, gbce_beta, sampled_softmax_loss
+from recbole_mdcns.losses import RankingLoss, gbce_beta, mixed_log_mass, sampled_softmax_loss
 from recbole_mdcns.params import ConfigError
 
 POS = torch.tensor([2.0, -1.0])
@@ -60,6 +60,44 @@ def test_sampled_softmax_over_every_other_item_is_full_cross_entropy():
     estimate = sampled_softmax_loss(positive, half, neg_log_q=torch.full_like(half, -math.log(N_ITEMS - 1)))
     twice = torch.logsumexp(torch.cat([positive.unsqueeze(1), half + math.log(others.size(1) / half.size(1))], 1), 1)
     assert estimate == pytest.approx((twice - positive).mean().item(), rel=1e-5)
+
+
+def test_mixed_negatives_join_the_softmax_corrected_by_their_expected_count():
+    """A row's own negatives as they are, each shared one less log(S / N), masked ones out."""
+    score, valid = torch.tensor([[0.2, 3.0, -0.4], [1.5, 0.0, 0.7]]), torch.tensor([[True, False, True], [True] * 3])
+
+    def row(p, negs, mixed, t):
+        logits = [p / t] + [n / t for n in negs] + [m / t - math.log(3 / 50) for m in mixed]
+        return math.log(sum(math.exp(x) for x in logits)) - p / t
+
+    for t in (1.0, 0.5):
+        expected = (row(2.0, [1.0, 0.0], [0.2, -0.4], t) + row(-1.0, [0.5, -2.0], [1.5, 0.0, 0.7], t)) / 2
+        mixed = mixed_log_mass(score, math.log(3 / 50), valid, t)
+        assert RankingLoss("SSM", temperature=t)(POS, NEG, mixed=mixed).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="mixed negatives join neg_loss SSM, not 'BCE'"):
+        RankingLoss("BCE")(POS, NEG, mixed=mixed)
+
+
+def test_a_row_without_a_valid_mixed_negative_gets_the_plain_loss_and_finite_gradients():
+    score = torch.tensor([[0.2, 3.0], [1.5, 0.0]], requires_grad=True)
+    mixed = mixed_log_mass(score, 0.0, torch.tensor([[False, False], [True, True]]))
+    loss = RankingLoss("SSM")(POS[:1], NEG[:1], mixed=mixed[:1])
+    assert loss.item() == pytest.approx(RankingLoss("SSM")(POS[:1], NEG[:1]).item())
+    loss.backward()
+    assert torch.equal(score.grad, torch.zeros(2, 2))
+
+
+def test_mixed_negatives_over_every_other_item_once_are_full_cross_entropy():
+    """Every other item shared once (count 1, log 0), the row's own negative masked out."""
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randn(4, N_ITEMS, generator=gen)  # id i at column i - 1
+    targets = torch.randint(1, N_ITEMS + 1, (4,), generator=gen)
+    positive = scores.gather(1, (targets - 1).unsqueeze(1)).squeeze(1)
+    others = torch.arange(1, N_ITEMS + 1).unsqueeze(0) != targets.unsqueeze(1)
+    own = torch.zeros(4, 1)
+    loss = sampled_softmax_loss(positive, own, valid=torch.zeros(4, 1, dtype=torch.bool),
+                                mixed=mixed_log_mass(scores, 0.0, others))
+    assert loss.item() == pytest.approx(F.cross_entropy(scores, targets - 1).item(), rel=1e-5)
 
 
 def test_gbce_matches_gsasrec():
@@ -116,6 +154,9 @@ def test_the_reported_proposal_is_the_distribution_of_the_draws(name, keys):
     ({"sampler": "uniform", "neg_loss": "BPR", "neg_logq": True}, "applies to neg_loss SSM, not 'BPR'"),
     ({"sampler": "uniform", "neg_gbce_t": 1.5}, "neg_gbce_t = 1.5"),
     ({"sampler": "uniform", "neg_loss": "SSM", "neg_temperature": 0}, "neg_temperature = 0"),
+    ({"sampler": "DNS", "neg_mix_num": 64}, "neg_mix_num = 64: mixed negatives join the sampled softmax, so they need "
+                                            "neg_loss SSM, not 'BPR'"),
+    ({"sampler": "uniform", "neg_loss": "SSM", "neg_mix_num": -1}, "neg_mix_num = -1"),
     ({"sampler": "MDCNS", "neg_shared": True}, "neg_shared = true: MDCNS's negatives depend on the row.*"
                                                 "share their candidate pool instead: DNS, MixGCF"),
 ])
@@ -159,6 +200,36 @@ def test_shared_negatives_are_scored_by_every_row_and_masked_where_excluded():
     assert sampler.loss(batch).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["uniform", "DNS"])
+def test_mixed_negatives_are_one_uniform_draw_for_the_batch_scored_by_each_model(name, monkeypatch):
+    """S ids for the whole batch, each model scoring them with its own encoding, a row's
+    excluded ids (its target, its prefix) masked out of its loss."""
+    batch, dataset = make_batch()
+    row_0_excludes = int(batch.pos_items[0])
+    ids = torch.tensor([row_0_excludes, 7, 7, 30])
+    monkeypatch.setattr("recbole_mdcns.samplers.base.uniform_ids", lambda n, num, device: ids[:num])
+    sampler = make_sampler(name, dataset, neg_loss="SSM", neg_mix_num=4, neg_temperature=0.5)
+    other = make_batch(seed=1)[0]
+    mine, theirs = sampler.mixed_negatives(batch, other)
+    valid = ~excluded_mask(dataset, ids.expand(batch.size, -1))
+    assert not valid[0, 0]
+    for got, encoded in ((mine, batch), (theirs, other)):
+        expected = mixed_log_mass(encoded.seq_emb @ encoded.item_table[ids].T, math.log(4 / N_ITEMS), valid, 0.5)
+        assert torch.allclose(got, expected)
+    assert make_sampler(name, dataset, neg_loss="SSM").mixed_negatives(batch, other) == (None, None)
+
+
+def test_uniform_with_mixed_negatives_adds_them_to_its_own():
+    batch, dataset = make_batch()
+    sampler = make_sampler("uniform", dataset, neg_loss="SSM", neg_num=2, neg_mix_num=4)
+    own = torch.randint(1, N_ITEMS + 1, (batch.size, 2))
+    sampler.sample = lambda b: own
+    mixed = torch.randn(batch.size)
+    sampler.mixed_negatives = lambda b: (mixed,)
+    expected = RankingLoss("SSM")(batch.pos_score(), batch.score(own), mixed=mixed)
+    assert sampler.loss(batch).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("sampler, keys", [
     ("uniform", {"neg_num": 32, "neg_logq": True}), ("popularity", {"neg_num": 32, "neg_logq": True}),
     ("DNS", {"neg_num": 8, "dns_top_m": 8, "neg_candidate_num": 40}),
@@ -168,4 +239,12 @@ def test_shared_negatives_train(sampler, keys, tiny_config):
     from recbole_mdcns import run_recbole_mdcns
 
     keys = {**tiny_config, "sampler": sampler, "neg_loss": "SSM", "neg_shared": True, **keys}
+    assert math.isfinite(run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)["best_valid_score"])
+
+
+@pytest.mark.parametrize("sampler", ["DNS", "MDCNS"])
+def test_mixed_negatives_train(sampler, tiny_config):
+    from recbole_mdcns import run_recbole_mdcns
+
+    keys = {**tiny_config, "sampler": sampler, "neg_loss": "SSM", "neg_mix_num": 64}
     assert math.isfinite(run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)["best_valid_score"])

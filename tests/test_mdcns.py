@@ -9,6 +9,7 @@ import torch
 from recbole_mdcns import ConfigError, build_experiment
 from recbole_mdcns.config import Config
 from recbole_mdcns.losses import RankingLoss
+from recbole_mdcns.scoring import encode_batch
 from recbole_mdcns.samplers.mdcns import (
     MDCNSWeights, PeerConfig, picked_by_every_view, consensus_distillation, mdcns_losses, select_negatives)
 
@@ -95,6 +96,23 @@ def test_each_model_is_ranked_on_every_view_with_its_weight():
     assert single_peer.item() == pytest.approx(bpr(-0.2, 0.9), rel=1e-6)
 
 
+def test_each_model_ranks_every_view_against_its_own_scores_of_the_mixed_negatives():
+    torch.manual_seed(4)
+    p_self, p_peer, s_self, s_peer = torch.randn(3), torch.randn(3), torch.randn(3, 5), torch.randn(3, 5)
+    chosen = select_negatives(s_self, s_peer, 1.0, 2, 2, "mean")
+    m_self, m_peer = torch.randn(3), torch.randn(3)
+    w, ssm = weights(alpha=1.0, beta=2.0, gamma=5.0, kd_weight=0), RankingLoss("SSM")
+    self_loss, peer_loss, _ = mdcns_losses(p_self, s_self, p_peer, s_peer, chosen, w, ssm, (m_self, m_peer))
+
+    def view(p, s, pick, mixed):
+        return ssm(p, s.gather(1, chosen[pick]), mixed=mixed)
+
+    assert self_loss.item() == pytest.approx((view(p_self, s_self, "self", m_self) + 2 * view(p_self, s_self, "peer", m_self)
+                                              + 5 * view(p_self, s_self, "teacher", m_self)).item(), rel=1e-6)
+    assert peer_loss.item() == pytest.approx((view(p_peer, s_peer, "peer", m_peer) + 2 * view(p_peer, s_peer, "self", m_peer)
+                                              + 5 * view(p_peer, s_peer, "teacher", m_peer)).item(), rel=1e-6)
+
+
 @pytest.mark.parametrize("with_positive,reduction", [(True, "mean"), (False, "mean"), (True, "sum")])
 def test_distillation_covers_the_positive_only_when_asked(with_positive, reduction):
     torch.manual_seed(2)
@@ -146,6 +164,18 @@ def test_one_step_trains_self_and_peer_together(tiny_config, model, peer):
     assert len(losses) == 3 and all(math.isfinite(part) for part in losses)
     for name, part in run.trainer.trained.items():
         assert any(not torch.equal(b, a) for b, a in zip(before[name], part.model.parameters())), name
+
+
+def test_mixed_negatives_are_drawn_once_and_scored_by_self_then_the_peer(tiny_config):
+    keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_config": SMALL_PEER, "neg_loss": "SSM", "neg_mix_num": 8}
+    run = build_experiment(Config("SASRec", config_dict=keys))
+    sampler, calls = run.trainer.sampler, []
+    draw = sampler.mixed_negatives
+    sampler.mixed_negatives = lambda *batches: calls.append(batches) or draw(*batches)
+    interaction = next(iter(run.train_data)).to(run.config["device"])
+    encoded = {name: encode_batch(part.model, interaction) for name, part in run.trainer.trained.items()}
+    sampler.loss(encoded["self"], {"peer": encoded["peer"]})
+    assert len(calls) == 1 and calls[0][0] is encoded["self"] and calls[0][1] is encoded["peer"]
 
 
 def one_sgd_step(tiny_config, **keys) -> list[torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 from recbole.data.dataset import Dataset
 from torch import Tensor, nn
 
-from recbole_mdcns.losses import LOSSES, RankingLoss
+from recbole_mdcns.losses import LOSSES, RankingLoss, mixed_log_mass
 from recbole_mdcns.params import ConfigError, Param, validate_params
 from recbole_mdcns.history import LaterItems
 from recbole_mdcns.samplers.exclusion import ExclusionSets, false_negative_share
@@ -46,6 +46,9 @@ SHARED_PARAMS = (
           "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity; gBCE "
           "learns little from shared negatives: see the README's departures). DNS and MixGCF share their C "
           "candidates instead, each row picking its own among those it does not exclude"),
+    Param("neg_mix_num", int, 0, "S, uniform negatives drawn once per batch that join every row's SSM beside its "
+          "own K, each corrected by log(S / N) (mixed negative sampling); a row's excluded ids are masked out; 0 = "
+          "none", minimum=0),
     Param("neg_gbce_t", float, 0.75, "gBCE's calibration t in [0, 1]: beta = 1 - t (1 - K / (N - 1)); 0 is BCE "
           "with summed negatives", minimum=0, maximum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
@@ -80,6 +83,11 @@ def occurrence_index(keys: Tensor) -> Tensor:
     rank = torch.empty_like(rank_sorted)
     rank[order] = rank_sorted
     return rank
+
+
+def uniform_ids(n_items: int, num: int, device: torch.device) -> Tensor:
+    """`num` ids uniform over 1..n_items, with replacement: [num]."""
+    return torch.randint(1, n_items + 1, (num,), device=device)
 
 
 def register(name: str) -> Callable[[type["NegativeSampler"]], type["NegativeSampler"]]:
@@ -166,6 +174,7 @@ class NegativeSampler:
         self.ranking_loss = RankingLoss.from_config(config, dataset.item_num - 1)
         self.log_q: bool = config["neg_logq"]
         self.shared: bool = config["neg_shared"]
+        self.mix_num: int = config["neg_mix_num"]
         self.candidate_num: int = config["neg_candidate_num"] if self.uses_candidate_pool else 0
         self.device = config["device"]
         self.n_items = dataset.item_num - 1  # ids 1..N; 0 is padding
@@ -199,7 +208,8 @@ class NegativeSampler:
     @classmethod
     def check_loss(cls, config: Any) -> list[str]:
         """Shared negatives need a sampler whose draw ignores the row, or one that shares
-        its candidate pool; the logQ correction needs SSM and a sampler that knows its proposal."""
+        its candidate pool; mixed negatives need SSM; the logQ correction needs SSM and a
+        sampler that knows its proposal."""
         problems = []
         if config["neg_shared"] is True and not (cls.can_share or cls.shares_candidates):
             known = ", ".join(c.name for c in SAMPLERS.values() if c.can_share)
@@ -207,6 +217,10 @@ class NegativeSampler:
             problems.append(f"neg_shared = true: {cls.name}'s negatives depend on the row; samplers that can share "
                             f"theirs: {known} (GenNi shares its subsample with genni_item_ratio below 1); samplers "
                             f"that share their candidate pool instead: {pools}")
+        mix_num = config["neg_mix_num"]
+        if isinstance(mix_num, int) and mix_num > 0 and config["neg_loss"] != "SSM":
+            problems.append(f"neg_mix_num = {mix_num}: mixed negatives join the sampled softmax, so they need "
+                            f"neg_loss SSM, not {config['neg_loss']!r}")
         if config["neg_logq"] is not True:  # false, or not a boolean (reported by its type check)
             return problems
         if config["neg_loss"] != "SSM":
@@ -304,7 +318,22 @@ class NegativeSampler:
         else:
             log_q, neg_score = None, batch.score_embeddings(self.negative_embeddings(batch))
         self.record("neg_score", neg_score.detach().mean())
-        return self.ranking_loss(batch.pos_score(), neg_score, log_q, valid)
+        (mixed,) = self.mixed_negatives(batch)
+        return self.ranking_loss(batch.pos_score(), neg_score, log_q, valid, mixed)
+
+    def mixed_negatives(self, batch: EncodedBatch, *co_batches: EncodedBatch) -> tuple[Optional[Tensor], ...]:
+        """S = `neg_mix_num` ids uniform over 1..N, drawn once for the batch, and their log
+        mass in each row's softmax [B] as self's encoding scores them and as each of
+        `co_batches` (other models' encodings of the same rows) does, in that order; Nones
+        when S is 0."""
+        encodings = (batch, *co_batches)
+        if self.mix_num == 0:
+            return (None,) * len(encodings)
+        ids = uniform_ids(self.n_items, self.mix_num, self.device)
+        valid = ~self.exclusion.contains(batch, ids.expand(batch.size, -1))
+        log_count = math.log(self.mix_num / self.n_items)
+        temperature = self.ranking_loss.temperature
+        return tuple(mixed_log_mass(encoded.score_shared(ids), log_count, valid, temperature) for encoded in encodings)
 
     def candidate_pool(self, batch: EncodedBatch, num: Optional[int] = None) -> Tensor:
         """`num` (default C) ids per row, uniform over the items not excluded for it: [B, num]."""

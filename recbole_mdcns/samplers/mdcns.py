@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from logging import getLogger
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import recbole
 import torch
@@ -72,21 +72,25 @@ def consensus_distillation(z_self: Tensor, z_peer: Tensor, tau: float, reduction
 
 
 def mdcns_losses(
-    p_self: Tensor, s_self: Tensor, p_peer: Tensor, s_peer: Tensor, picks: dict[str, Tensor], weights: MDCNSWeights, ranking: RankingLoss
+    p_self: Tensor, s_self: Tensor, p_peer: Tensor, s_peer: Tensor, picks: dict[str, Tensor], weights: MDCNSWeights,
+    ranking: RankingLoss, mixed: tuple[Optional[Tensor], Optional[Tensor]] = (None, None),
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(self ranking, peer ranking, weighted distillation) from positive scores [B], pool
-    scores [B, C] with gradient, and each view's picked positions [B, K]."""
+    scores [B, C] with gradient, each view's picked positions [B, K] and the log mass [B]
+    of the mixed negatives that join every view's loss, as (self, peer) score them."""
 
-    def rank(p: Tensor, s: Tensor, view: str) -> Tensor:
-        return ranking(p, s.gather(1, picks[view]))
+    def rank(p: Tensor, s: Tensor, view: str, shared: Optional[Tensor]) -> Tensor:
+        return ranking(p, s.gather(1, picks[view]), mixed=shared)
 
-    w = weights
+    w, (m_self, m_peer) = weights, mixed
     if w.single_source:
-        self_loss = w.alpha * rank(p_self, s_self, "self")
-        peer_loss = w.alpha * rank(p_peer, s_peer, "peer")
+        self_loss = w.alpha * rank(p_self, s_self, "self", m_self)
+        peer_loss = w.alpha * rank(p_peer, s_peer, "peer", m_peer)
     else:
-        self_loss = w.alpha * rank(p_self, s_self, "self") + w.beta * rank(p_self, s_self, "peer") + w.gamma * rank(p_self, s_self, "teacher")
-        peer_loss = w.alpha * rank(p_peer, s_peer, "peer") + w.beta * rank(p_peer, s_peer, "self") + w.gamma * rank(p_peer, s_peer, "teacher")
+        self_loss = (w.alpha * rank(p_self, s_self, "self", m_self) + w.beta * rank(p_self, s_self, "peer", m_self)
+                     + w.gamma * rank(p_self, s_self, "teacher", m_self))
+        peer_loss = (w.alpha * rank(p_peer, s_peer, "peer", m_peer) + w.beta * rank(p_peer, s_peer, "self", m_peer)
+                     + w.gamma * rank(p_peer, s_peer, "teacher", m_peer))
     if w.kd_weight == 0:
         return self_loss, peer_loss, torch.zeros((), device=s_self.device)
     if w.kd_with_positive:
@@ -200,7 +204,8 @@ class MDCNSSampler(NegativeSampler):
         p_self, p_peer = batch.pos_score(), peer_batch.pos_score()
         with torch.no_grad():
             picks = select_negatives(s_self, s_peer, self.omega, self.top_m, self.neg_num, self.teacher)
-        losses = mdcns_losses(p_self, s_self, p_peer, s_peer, picks, self.weights, self.ranking_loss)
+        losses = mdcns_losses(p_self, s_self, p_peer, s_peer, picks, self.weights, self.ranking_loss,
+                              self.mixed_negatives(batch, peer_batch))
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor
 
-from recbole_mdcns.samplers.base import NegativeSampler, register
+from recbole_mdcns.samplers.base import NegativeSampler, register, uniform_ids
 from recbole_mdcns.scoring import EncodedBatch
 
 
@@ -26,5 +26,5 @@ class UniformSampler(NegativeSampler):
 
     def sample_shared(self, batch: EncodedBatch) -> tuple[Tensor, Tensor]:
         """K ids uniform over 1..N, with replacement: Q = 1 / N."""
-        negatives = torch.randint(1, self.n_items + 1, (self.neg_num,), device=self.device)
+        negatives = uniform_ids(self.n_items, self.neg_num, self.device)
         return negatives, torch.full((self.neg_num,), -math.log(self.n_items), device=self.device)
