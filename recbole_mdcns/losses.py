@@ -106,9 +106,9 @@ def sampled_softmax_loss(pos_score: Tensor, neg_score: Tensor, temperature: floa
 
 
 def mixed_log_mass(score: Tensor, log_count: float, valid: Tensor, temperature: float = 1.0) -> Tensor:
-    """log sum_s e^(score_s / T - log_count) over each row's valid shared negatives: [B],
-    from their scores [B, S] and which count [B, S]. A row without one gets the dtype's
-    lowest value, finite, so that its gradient is 0, not NaN."""
+    """log sum_s e^(score_s / T - log_count) over each row's valid shared negatives: [B].
+    `score` [B, S]: their scores; `valid` [B, S]: which of them count in each row. A row
+    without one gets the dtype's lowest value, finite, so that its gradient is 0, not NaN."""
     lowest = torch.finfo(score.dtype).min
     return torch.logsumexp((score / temperature - log_count).masked_fill(~valid, lowest), dim=1)
 

@@ -224,6 +224,20 @@ MUTATIONS: list[Mutation] = [
         "mixed negatives without their log(S / N): the shared sum no longer estimates the catalogue's",
     ),
     Mutation(
+        "mixed_ignores_temperature", "recbole_mdcns/losses.py",
+        "(score / temperature - log_count).masked_fill",
+        "(score - log_count).masked_fill",
+        ("tests/test_losses.py::test_mixed_negatives_join_the_softmax_corrected_by_their_expected_count",),
+        "the mixed negatives' scores are not divided by the temperature",
+    ),
+    Mutation(
+        "mixed_ids_include_padding", "recbole_mdcns/samplers/base.py",
+        "torch.randint(1, n_items + 1, (num,), device=device)",
+        "torch.randint(0, n_items, (num,), device=device)",
+        ("tests/test_losses.py::test_uniform_ids_cover_every_item_and_never_the_padding",),
+        "uniform ids drawn over 0..N-1: the padding id, never the last item",
+    ),
+    Mutation(
         "mixed_ignores_exclusion", "recbole_mdcns/samplers/base.py",
         "mixed_log_mass(encoded.score_shared(ids), log_count, valid, temperature)",
         "mixed_log_mass(encoded.score_shared(ids), log_count, torch.ones_like(valid), temperature)",
@@ -246,8 +260,8 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "mdcns_mixed_scored_by_the_wrong_models", "recbole_mdcns/samplers/mdcns.py",
-        "self.mixed_negatives(batch, peer_batch)",
-        "self.mixed_negatives(peer_batch, batch)",
+        "self.mixed_log_masses(batch, peer_batch)",
+        "self.mixed_log_masses(peer_batch, batch)",
         ("tests/test_mdcns.py::test_mixed_negatives_are_drawn_once_and_scored_by_self_then_the_peer",),
         "each model's views hold the other model's scores of the mixed negatives",
     ),
@@ -291,8 +305,8 @@ MUTATIONS: list[Mutation] = [
     # ----- MDCNS: the co-training rules (issue 18's list) -----
     Mutation(
         "mdcns_self_views_swapped", "recbole_mdcns/samplers/mdcns.py",
-        'w.beta * rank(p_self, s_self, "peer", m_self)',
-        'w.beta * rank(p_self, s_self, "teacher", m_self)',
+        'w.beta * rank(p_self, s_self, "peer", m_self)\n                     + w.gamma * rank(p_self, s_self, "teacher", m_self)',
+        'w.beta * rank(p_self, s_self, "teacher", m_self)\n                     + w.gamma * rank(p_self, s_self, "peer", m_self)',
         ("tests/test_mdcns.py::test_each_model_is_ranked_on_every_view_with_its_weight",),
         "self's loss weighs the teacher's view by beta and the peer's by gamma",
     ),

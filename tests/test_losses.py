@@ -13,6 +13,7 @@ from conftest import excluded_mask, make_batch, make_sampler
 from recbole_mdcns.config import Config
 from recbole_mdcns.losses import RankingLoss, gbce_beta, mixed_log_mass, sampled_softmax_loss
 from recbole_mdcns.params import ConfigError
+from recbole_mdcns.samplers.base import uniform_ids
 
 POS = torch.tensor([2.0, -1.0])
 NEG = torch.tensor([[1.0, 0.0], [0.5, -2.0]])
@@ -157,6 +158,8 @@ def test_the_reported_proposal_is_the_distribution_of_the_draws(name, keys):
     ({"sampler": "DNS", "neg_mix_num": 64}, "neg_mix_num = 64: mixed negatives join the sampled softmax, so they need "
                                             "neg_loss SSM, not 'BPR'"),
     ({"sampler": "uniform", "neg_loss": "SSM", "neg_mix_num": -1}, "neg_mix_num = -1"),
+    ({"sampler": "uniform", "neg_loss": "SSM", "neg_logq": True, "neg_mix_num": 8},
+     "neg_mix_num = 8 with neg_logq = true: the corrected K already estimate the whole catalogue"),
     ({"sampler": "MDCNS", "neg_shared": True}, "neg_shared = true: MDCNS's negatives depend on the row.*"
                                                 "share their candidate pool instead: DNS, MixGCF"),
 ])
@@ -200,23 +203,28 @@ def test_shared_negatives_are_scored_by_every_row_and_masked_where_excluded():
     assert sampler.loss(batch).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("name", ["uniform", "DNS"])
-def test_mixed_negatives_are_one_uniform_draw_for_the_batch_scored_by_each_model(name, monkeypatch):
+def test_mixed_negatives_are_one_uniform_draw_for_the_batch_scored_by_each_model(monkeypatch):
     """S ids for the whole batch, each model scoring them with its own encoding, a row's
     excluded ids (its target, its prefix) masked out of its loss."""
     batch, dataset = make_batch()
     row_0_excludes = int(batch.pos_items[0])
     ids = torch.tensor([row_0_excludes, 7, 7, 30])
     monkeypatch.setattr("recbole_mdcns.samplers.base.uniform_ids", lambda n, num, device: ids[:num])
-    sampler = make_sampler(name, dataset, neg_loss="SSM", neg_mix_num=4, neg_temperature=0.5)
+    sampler = make_sampler("DNS", dataset, neg_loss="SSM", neg_mix_num=4, neg_temperature=0.5)
     other = make_batch(seed=1)[0]
-    mine, theirs = sampler.mixed_negatives(batch, other)
+    mine, theirs = sampler.mixed_log_masses(batch, other)
     valid = ~excluded_mask(dataset, ids.expand(batch.size, -1))
     assert not valid[0, 0]
     for got, encoded in ((mine, batch), (theirs, other)):
         expected = mixed_log_mass(encoded.seq_emb @ encoded.item_table[ids].T, math.log(4 / N_ITEMS), valid, 0.5)
         assert torch.allclose(got, expected)
-    assert make_sampler(name, dataset, neg_loss="SSM").mixed_negatives(batch, other) == (None, None)
+    assert make_sampler("DNS", dataset, neg_loss="SSM").mixed_log_masses(batch, other) == (None, None)
+
+
+def test_uniform_ids_cover_every_item_and_never_the_padding():
+    torch.manual_seed(0)
+    counts = torch.bincount(uniform_ids(N_ITEMS, 200 * N_ITEMS, torch.device("cpu")), minlength=N_ITEMS + 1)
+    assert counts[0] == 0 and len(counts) == N_ITEMS + 1 and counts[1:].min() > 100
 
 
 def test_uniform_with_mixed_negatives_adds_them_to_its_own():
@@ -225,7 +233,7 @@ def test_uniform_with_mixed_negatives_adds_them_to_its_own():
     own = torch.randint(1, N_ITEMS + 1, (batch.size, 2))
     sampler.sample = lambda b: own
     mixed = torch.randn(batch.size)
-    sampler.mixed_negatives = lambda b: (mixed,)
+    sampler.mixed_log_masses = lambda b: (mixed,)
     expected = RankingLoss("SSM")(batch.pos_score(), batch.score(own), mixed=mixed)
     assert sampler.loss(batch).item() == pytest.approx(expected.item(), rel=1e-6)
 

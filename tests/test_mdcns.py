@@ -170,8 +170,8 @@ def test_mixed_negatives_are_drawn_once_and_scored_by_self_then_the_peer(tiny_co
     keys = {**tiny_config, "sampler": "MDCNS", "mdcns_peer_config": SMALL_PEER, "neg_loss": "SSM", "neg_mix_num": 8}
     run = build_experiment(Config("SASRec", config_dict=keys))
     sampler, calls = run.trainer.sampler, []
-    draw = sampler.mixed_negatives
-    sampler.mixed_negatives = lambda *batches: calls.append(batches) or draw(*batches)
+    draw = sampler.mixed_log_masses
+    sampler.mixed_log_masses = lambda *batches: calls.append(batches) or draw(*batches)
     interaction = next(iter(run.train_data)).to(run.config["device"])
     encoded = {name: encode_batch(part.model, interaction) for name, part in run.trainer.trained.items()}
     sampler.loss(encoded["self"], {"peer": encoded["peer"]})

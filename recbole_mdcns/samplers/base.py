@@ -47,8 +47,8 @@ SHARED_PARAMS = (
           "learns little from shared negatives: see the README's departures). DNS and MixGCF share their C "
           "candidates instead, each row picking its own among those it does not exclude"),
     Param("neg_mix_num", int, 0, "S, uniform negatives drawn once per batch that join every row's SSM beside its "
-          "own K, each corrected by log(S / N) (mixed negative sampling); a row's excluded ids are masked out; 0 = "
-          "none", minimum=0),
+          "own K, each corrected by log(S / N) (mixed negative sampling; not with neg_logq); a row's excluded ids "
+          "are masked out; 0 = none", minimum=0),
     Param("neg_gbce_t", float, 0.75, "gBCE's calibration t in [0, 1]: beta = 1 - t (1 - K / (N - 1)); 0 is BCE "
           "with summed negatives", minimum=0, maximum=1),
     Param("neg_exclude", str, "history", "`history`: never the row's target nor any item its user had before it "
@@ -208,8 +208,8 @@ class NegativeSampler:
     @classmethod
     def check_loss(cls, config: Any) -> list[str]:
         """Shared negatives need a sampler whose draw ignores the row, or one that shares
-        its candidate pool; mixed negatives need SSM; the logQ correction needs SSM and a
-        sampler that knows its proposal."""
+        its candidate pool; mixed negatives need SSM without the logQ correction; the
+        correction needs SSM and a sampler that knows its proposal."""
         problems = []
         if config["neg_shared"] is True and not (cls.can_share or cls.shares_candidates):
             known = ", ".join(c.name for c in SAMPLERS.values() if c.can_share)
@@ -218,9 +218,13 @@ class NegativeSampler:
                             f"theirs: {known} (GenNi shares its subsample with genni_item_ratio below 1); samplers "
                             f"that share their candidate pool instead: {pools}")
         mix_num = config["neg_mix_num"]
-        if isinstance(mix_num, int) and mix_num > 0 and config["neg_loss"] != "SSM":
+        mixing = isinstance(mix_num, int) and mix_num > 0  # a wrong value is reported by its type check
+        if mixing and config["neg_loss"] != "SSM":
             problems.append(f"neg_mix_num = {mix_num}: mixed negatives join the sampled softmax, so they need "
                             f"neg_loss SSM, not {config['neg_loss']!r}")
+        elif mixing and config["neg_logq"] is True:
+            problems.append(f"neg_mix_num = {mix_num} with neg_logq = true: the corrected K already estimate the whole "
+                            "catalogue, so the mixed ones would count it twice; use one of the two")
         if config["neg_logq"] is not True:  # false, or not a boolean (reported by its type check)
             return problems
         if config["neg_loss"] != "SSM":
@@ -318,10 +322,10 @@ class NegativeSampler:
         else:
             log_q, neg_score = None, batch.score_embeddings(self.negative_embeddings(batch))
         self.record("neg_score", neg_score.detach().mean())
-        (mixed,) = self.mixed_negatives(batch)
+        (mixed,) = self.mixed_log_masses(batch)
         return self.ranking_loss(batch.pos_score(), neg_score, log_q, valid, mixed)
 
-    def mixed_negatives(self, batch: EncodedBatch, *co_batches: EncodedBatch) -> tuple[Optional[Tensor], ...]:
+    def mixed_log_masses(self, batch: EncodedBatch, *co_batches: EncodedBatch) -> tuple[Optional[Tensor], ...]:
         """S = `neg_mix_num` ids uniform over 1..N, drawn once for the batch, and their log
         mass in each row's softmax [B] as self's encoding scores them and as each of
         `co_batches` (other models' encodings of the same rows) does, in that order; Nones

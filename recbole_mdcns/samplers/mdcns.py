@@ -79,8 +79,8 @@ def mdcns_losses(
     scores [B, C] with gradient, each view's picked positions [B, K] and the log mass [B]
     of the mixed negatives that join every view's loss, as (self, peer) score them."""
 
-    def rank(p: Tensor, s: Tensor, view: str, shared: Optional[Tensor]) -> Tensor:
-        return ranking(p, s.gather(1, picks[view]), mixed=shared)
+    def rank(p: Tensor, s: Tensor, view: str, mixed_log_mass: Optional[Tensor]) -> Tensor:
+        return ranking(p, s.gather(1, picks[view]), mixed=mixed_log_mass)
 
     w, (m_self, m_peer) = weights, mixed
     if w.single_source:
@@ -205,7 +205,7 @@ class MDCNSSampler(NegativeSampler):
         with torch.no_grad():
             picks = select_negatives(s_self, s_peer, self.omega, self.top_m, self.neg_num, self.teacher)
         losses = mdcns_losses(p_self, s_self, p_peer, s_peer, picks, self.weights, self.ranking_loss,
-                              self.mixed_negatives(batch, peer_batch))
+                              self.mixed_log_masses(batch, peer_batch))
         with torch.no_grad():
             self.record("neg_score", s_self.gather(1, picks["self"]).mean())
             self.record("divergence", (s_self - s_peer).abs().mean())
