@@ -147,6 +147,12 @@ MUTATIONS: list[Mutation] = [
         "uniform's Q is 1/N instead of 1 over the row's free items",
     ),
     Mutation(
+        "shared_membership_ignores_the_mask", "recbole_mdcns/samplers/exclusion.py",
+        "hit = (ids[pos] == self.items) & self.excluded", "hit = ids[pos] == self.items",
+        ("tests/test_samplers.py::test_shared_membership_counts_only_the_marked_items",),
+        "a shared id is excluded for a row when it is among its user's items, even those after the row's target",
+    ),
+    Mutation(
         "genni_log_q_without_normaliser", "recbole_mdcns/samplers/genni.py",
         "log_q = self.alpha * batch.score_detached(draws) - log_norm.unsqueeze(1)",
         "log_q = self.alpha * batch.score_detached(draws)",
@@ -155,7 +161,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "shared_negatives_unmasked", "recbole_mdcns/samplers/base.py",
-        "valid = ~self.exclusion.contains(batch, negatives.expand(batch.size, -1))", "valid = None",
+        "valid = ~self.exclusion.contains_shared(batch, negatives)", "valid = None",
         ("tests/test_losses.py::test_shared_negatives_are_scored_by_every_row_and_masked_where_excluded",),
         "a shared negative that is a row's own target or prefix item counts as its negative",
     ),

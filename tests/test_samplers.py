@@ -44,6 +44,27 @@ def test_draw_from_sorted_complement_with_a_single_free_item():
     assert torch.equal(draw_from_sorted_complement(items, excluded, 50, 5), torch.full((1, 50), 3))
 
 
+@pytest.mark.parametrize("mode", ["history", "window", "target"])
+def test_shared_membership_matches_the_per_row_test(mode):
+    batch, dataset = make_batch()
+    exclusion = make_sampler("uniform", dataset, neg_exclude=mode).exclusion
+    ids = torch.cat([dataset.targets[:5], dataset.seqs[0, :3], torch.randint(1, N_ITEMS + 1, (40,))])
+    ids = torch.cat([ids, ids[:6]])  # repeats
+    shared = exclusion.contains_shared(batch, ids)
+    assert torch.equal(shared, exclusion.contains(batch, ids.expand(ROWS, -1)))
+    assert shared[:5, :5].diagonal().all()  # each row's own target
+
+
+def test_shared_membership_counts_only_the_marked_items():
+    items = torch.tensor([[2, 4, 7, 9, 9], [1, 4, 5, 9, 9]])  # sorted, padded with 9 = N+1
+    excluded = torch.tensor([[True, False, True, False, False], [True, True, False, False, False]])
+    rows = RowExclusions(items, excluded, 8)
+    distinct = torch.tensor([1, 2, 4, 5, 7, 8])
+    expected = torch.tensor([[False, True, False, False, True, False], [True, False, True, False, False, False]])
+    assert torch.equal(rows.contains_distinct(distinct), expected)
+    assert torch.equal(rows.contains(distinct.expand(2, -1)), expected)
+
+
 @pytest.mark.parametrize("name", ["uniform", "popularity", "DNS"])
 def test_negatives_never_hit_target_or_prefix(name):
     torch.manual_seed(0)

@@ -312,7 +312,7 @@ class NegativeSampler:
         if self.shared and self.can_share:
             negatives, log_q = self.sample_shared(batch)
             neg_score = batch.score_shared(negatives)
-            valid = ~self.exclusion.contains(batch, negatives.expand(batch.size, -1))
+            valid = ~self.exclusion.contains_shared(batch, negatives)
             log_q = log_q.expand_as(neg_score) if self.log_q else None
             self.chose(batch, negatives.expand(batch.size, -1), valid)
         elif self.log_q:
@@ -334,7 +334,7 @@ class NegativeSampler:
         if self.mix_num == 0:
             return (None,) * len(encodings)
         ids = uniform_ids(self.n_items, self.mix_num, self.device)
-        valid = ~self.exclusion.contains(batch, ids.expand(batch.size, -1))
+        valid = ~self.exclusion.contains_shared(batch, ids)
         log_count = math.log(self.mix_num / self.n_items)
         temperature = self.ranking_loss.temperature
         return tuple(mixed_log_mass(encoded.score_shared(ids), log_count, valid, temperature) for encoded in encodings)
@@ -347,7 +347,7 @@ class NegativeSampler:
         """C distinct ids [C] for the whole batch, uniform over 1..N, and which of them each
         row excludes [B, C] (`shares_candidates` under neg_shared)."""
         ids = torch.randperm(self.n_items, device=self.device)[: self.candidate_num] + 1
-        return ids, self.exclusion.contains(batch, ids.expand(batch.size, -1))
+        return ids, self.exclusion.contains_shared(batch, ids)
 
     # ----- hooks -------------------------------------------------------------------
     def on_epoch_end(self, epoch: int) -> None:

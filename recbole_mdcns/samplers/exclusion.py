@@ -108,6 +108,12 @@ class ExclusionSets:
         """Whether each of the ids [B, n] is excluded for its row: [B, n] bool."""
         return torch.cat([exclusions.contains(ids[rows]) for rows, exclusions in self.pieces(batch)])
 
+    def contains_shared(self, batch: EncodedBatch, ids: Tensor) -> Tensor:
+        """Whether each of the ids [n], the same for every row (shared negatives, the mix),
+        is excluded for each row: [B, n] bool, as `contains` of the ids repeated per row."""
+        distinct, position = torch.unique(ids, return_inverse=True)
+        return torch.cat([exclusions.contains_distinct(distinct)[:, position] for _, exclusions in self.pieces(batch)])
+
 
 def false_negative_share(later_items: LaterItems, users: Tensor, target_index: Tensor, ids: Tensor,
                          counted: Optional[Tensor] = None) -> Tensor:
@@ -149,6 +155,17 @@ class RowExclusions:
         """Whether each of the ids [B, n] is excluded for its row: [B, n] bool."""
         pos = torch.searchsorted(self.items, ids.int()).clamp(max=self.items.shape[1] - 1)
         return (self.items.gather(1, pos.long()) == ids) & self.excluded.gather(1, pos.long())
+
+    def contains_distinct(self, ids: Tensor) -> Tensor:
+        """Whether each of the ascending distinct ids [n], the same for every row, is excluded
+        for each row: [B, n] bool. It searches each row's W items among the n ids, B W log n
+        steps, where `contains` would search the n ids among each row's W, B n log W."""
+        ids = ids.to(self.items.dtype)
+        pos = torch.searchsorted(ids, self.items).clamp(max=len(ids) - 1)  # [B, W]
+        hit = (ids[pos] == self.items) & self.excluded
+        found = torch.zeros(self.items.shape[0], len(ids) + 1, dtype=torch.bool, device=ids.device)
+        found.scatter_(1, torch.where(hit, pos, len(ids)), True)  # misses go to a spare last column
+        return found[:, :-1]
 
     def draw(self, num: int) -> Tensor:
         """`num` ids per row [B, num], uniform with replacement over the ids the row does not exclude."""
