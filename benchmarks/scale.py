@@ -17,11 +17,11 @@ the largest tensor any operation of a step created (a TorchDispatchMode records
 every output), as a multiple of B*N: 1.0 or more means a [B, N] tensor. GenNi at
 rho = 1 scores the whole catalogue by request, in row chunks within genni_memory_mb.
 `CE` is RecBole's full softmax (`sampler: none`), beside uniform with K = 256 negatives and
-sampled softmax, per row and shared by the batch, and the two configurations that came nearest
-to CE on Beauty: 4,096 uniform negatives shared by the batch excluding only the target, and
-DNS's ten of its top 20 of 100 with 4,096 mixed uniform ones. A measurement that runs out of memory
-(torch's error, or the process killed) is recorded as that, not as a crash of the script;
-so is a start-up refusal of a documented cap (GNNO's `gnno_graph_mb`).
+sampled softmax, per row and shared by the batch, and the two configurations that came
+nearest to CE on Beauty, both excluding only the target: 4,096 uniform negatives shared by
+the batch, and DNS's ten of its top 20 of 100 with 4,096 mixed uniform ones. A measurement
+that runs out of memory (torch's error, or the process killed) is recorded as that, not as
+a crash of the script; so is a start-up refusal of a documented cap (GNNO's `gnno_graph_mb`).
 """
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ SAMPLERS: dict[str, dict[str, Any]] = {
     # the configurations nearest to CE on Beauty (benchmarks/negatives.yaml)
     "uniform_k4096_ssm_shared_target": {"sampler": "uniform", "neg_num": 4096, "neg_loss": "SSM", "neg_logq": True,
                                         "neg_shared": True, "neg_exclude": "target"},
-    "DNS_k10_ssm_mix4096": {"sampler": "DNS", "neg_num": 10, "dns_top_m": 20, "neg_loss": "SSM",
-                            "neg_mix_num": 4096},
+    "DNS_k10_ssm_mix4096_target": {"sampler": "DNS", "neg_num": 10, "dns_top_m": 20, "neg_loss": "SSM",
+                                   "neg_mix_num": 4096, "neg_exclude": "target"},
     "CE": {"sampler": "none", "loss_type": "CE"},
 }
 CONFIG = {

@@ -148,7 +148,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "shared_membership_ignores_the_mask", "recbole_mdcns/samplers/exclusion.py",
-        "hit = (ids[pos] == self.items) & self.excluded", "hit = ids[pos] == self.items",
+        "hit = (ascending[pos] == self.items) & self.excluded", "hit = ascending[pos] == self.items",
         ("tests/test_samplers.py::test_shared_membership_counts_only_the_marked_items",),
         "a shared id is excluded for a row when it is among its user's items, even those after the row's target",
     ),

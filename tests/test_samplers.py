@@ -7,6 +7,7 @@ import torch
 from conftest import BATCH_ITEMS as N_ITEMS
 from conftest import BATCH_ROWS as ROWS
 from conftest import chi_square_ok, excluded_mask, make_batch, make_sampler
+from recbole_mdcns.samplers import exclusion as exclusion_module
 from recbole_mdcns.samplers.exclusion import RowExclusions, draw_from_sorted_complement
 from recbole_mdcns.samplers.dns import draw_top_m
 from recbole_mdcns.scoring import EncodedBatch
@@ -44,11 +45,15 @@ def test_draw_from_sorted_complement_with_a_single_free_item():
     assert torch.equal(draw_from_sorted_complement(items, excluded, 50, 5), torch.full((1, 50), 3))
 
 
-@pytest.mark.parametrize("mode", ["history", "window", "target"])
-def test_shared_membership_matches_the_per_row_test(mode):
+@pytest.mark.parametrize("mode", ["history", "user", "window", "target"])
+@pytest.mark.parametrize("piece_rows", [None, 7])
+def test_shared_membership_matches_the_per_row_test(mode, piece_rows, monkeypatch):
     batch, dataset = make_batch()
     exclusion = make_sampler("uniform", dataset, neg_exclude=mode).exclusion
-    ids = torch.cat([dataset.targets[:5], dataset.seqs[0, :3], torch.randint(1, N_ITEMS + 1, (40,))])
+    if piece_rows:  # the batch in pieces of at most 7 rows
+        monkeypatch.setattr(exclusion_module, "EXCLUSION_PIECE_ENTRIES", piece_rows * exclusion.width)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.cat([dataset.targets[:5], dataset.seqs[0, :3], torch.randint(1, N_ITEMS + 1, (40,), generator=gen)])
     ids = torch.cat([ids, ids[:6]])  # repeats
     shared = exclusion.contains_shared(batch, ids)
     assert torch.equal(shared, exclusion.contains(batch, ids.expand(ROWS, -1)))
@@ -59,10 +64,11 @@ def test_shared_membership_counts_only_the_marked_items():
     items = torch.tensor([[2, 4, 7, 9, 9], [1, 4, 5, 9, 9]])  # sorted, padded with 9 = N+1
     excluded = torch.tensor([[True, False, True, False, False], [True, True, False, False, False]])
     rows = RowExclusions(items, excluded, 8)
-    distinct = torch.tensor([1, 2, 4, 5, 7, 8])
-    expected = torch.tensor([[False, True, False, False, True, False], [True, False, True, False, False, False]])
-    assert torch.equal(rows.contains_distinct(distinct), expected)
-    assert torch.equal(rows.contains(distinct.expand(2, -1)), expected)
+    ids = torch.tensor([7, 1, 2, 4, 5, 8, 2])  # unsorted, 2 repeated
+    expected = torch.tensor([[True, False, True, False, False, False, True],
+                             [False, True, False, True, False, False, False]])
+    assert torch.equal(rows.contains_shared(ids), expected)
+    assert torch.equal(rows.contains(ids.expand(2, -1)), expected)
 
 
 @pytest.mark.parametrize("name", ["uniform", "popularity", "DNS"])

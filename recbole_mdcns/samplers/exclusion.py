@@ -111,8 +111,7 @@ class ExclusionSets:
     def contains_shared(self, batch: EncodedBatch, ids: Tensor) -> Tensor:
         """Whether each of the ids [n], the same for every row (shared negatives, the mix),
         is excluded for each row: [B, n] bool, as `contains` of the ids repeated per row."""
-        distinct, position = torch.unique(ids, return_inverse=True)
-        return torch.cat([exclusions.contains_distinct(distinct)[:, position] for _, exclusions in self.pieces(batch)])
+        return torch.cat([exclusions.contains_shared(ids) for _, exclusions in self.pieces(batch)])
 
 
 def false_negative_share(later_items: LaterItems, users: Tensor, target_index: Tensor, ids: Tensor,
@@ -156,16 +155,18 @@ class RowExclusions:
         pos = torch.searchsorted(self.items, ids.int()).clamp(max=self.items.shape[1] - 1)
         return (self.items.gather(1, pos.long()) == ids) & self.excluded.gather(1, pos.long())
 
-    def contains_distinct(self, ids: Tensor) -> Tensor:
-        """Whether each of the ascending distinct ids [n], the same for every row, is excluded
-        for each row: [B, n] bool. It searches each row's W items among the n ids, B W log n
-        steps, where `contains` would search the n ids among each row's W, B n log W."""
+    def contains_shared(self, ids: Tensor) -> Tensor:
+        """Whether each of the ids [n], the same for every row, is excluded for each row:
+        [B, n] bool, as `contains` of the ids repeated per row. It searches each row's W items
+        among the sorted ids, O(B (W log n + n)), where `contains` searches the n ids among
+        each row's W, O(B n log W); no data-dependent size, so no device sync."""
         ids = ids.to(self.items.dtype)
-        pos = torch.searchsorted(ids, self.items).clamp(max=len(ids) - 1)  # [B, W]
-        hit = (ids[pos] == self.items) & self.excluded
+        ascending = ids.sort().values
+        pos = torch.searchsorted(ascending, self.items).clamp(max=len(ids) - 1)  # a repeated id: its first copy
+        hit = (ascending[pos] == self.items) & self.excluded
         found = torch.zeros(self.items.shape[0], len(ids) + 1, dtype=torch.bool, device=ids.device)
         found.scatter_(1, torch.where(hit, pos, len(ids)), True)  # misses go to a spare last column
-        return found[:, :-1]
+        return found[:, torch.searchsorted(ascending, ids)]
 
     def draw(self, num: int) -> Tensor:
         """`num` ids per row [B, num], uniform with replacement over the ids the row does not exclude."""
