@@ -46,6 +46,14 @@ def test_candidate_pool_at_or_above_the_item_count(tiny_config, no_training):
     assert not os.path.exists(tiny_config["checkpoint_dir"])  # nothing written
 
 
+def test_gbce_sampling_rate_above_one(tiny_config, no_training):
+    n_items = 60
+    with pytest.raises(ConfigError, match=f"neg_num = {n_items} with neg_loss gBCE: its sampling rate K / \\(N - 1\\) "
+                                          f"must be at most 1, so K at most {n_items - 1}"):
+        start(tiny_config, sampler="uniform", neg_loss="gBCE", neg_num=n_items)
+    assert not os.path.exists(tiny_config["checkpoint_dir"])  # nothing written
+
+
 @pytest.mark.parametrize("value", ["hinge", 3])
 def test_neg_loss_must_be_bpr_or_bce(tiny_config, no_training, value):
     with pytest.raises(ConfigError, match=f"neg_loss = {value!r}: must be one of BPR, BCE"):

@@ -162,6 +162,9 @@ def test_the_reported_proposal_is_the_distribution_of_the_draws(name, keys):
      "neg_mix_num = 8 with neg_logq = true: the corrected K already estimate the whole catalogue"),
     ({"sampler": "MDCNS", "neg_shared": True}, "neg_shared = true: MDCNS's negatives depend on the row.*"
                                                 "share their candidate pool instead: DNS, MixGCF"),
+    ({"sampler": "GenNi", "neg_shared": True}, "neg_shared = true: GenNi's negatives depend on the row.*"
+                                                "GenNi shares its subsample with genni_item_ratio below 1"),
+    ({"sampler": "DivNS", "neg_loss": "SSM", "neg_logq": True}, "neg_logq = true: DivNS selects"),
 ])
 def test_loss_mistakes_are_reported_at_start_up(keys, message, tiny_config):
     with pytest.raises(ConfigError, match=message):
@@ -169,12 +172,14 @@ def test_loss_mistakes_are_reported_at_start_up(keys, message, tiny_config):
 
 
 @pytest.mark.parametrize("loss", ["SSM", "gBCE"])
-@pytest.mark.parametrize("sampler", ["uniform", "GenNi", "DNS", "MDCNS", "MixGCF", "AHNS", "SRNS", "AdaSIR", "GNNO"])
+@pytest.mark.parametrize("sampler", ["uniform", "popularity", "GenNi", "DNS", "DivNS", "MDCNS", "MixGCF", "AHNS", "SRNS",
+                                     "AdaSIR", "GNNO"])
 def test_every_sampler_trains_with_the_new_losses(sampler, loss, tiny_config):
     from recbole_mdcns import run_recbole_mdcns
 
-    keys = {**tiny_config, "sampler": sampler, "neg_loss": loss, "neg_num": 4, "dns_top_m": 4, "mdcns_top_m": 4,
-            "mixgcf_top_m": 4, "gnno_top_m": 4, "neg_logq": loss == "SSM" and sampler in ("uniform", "GenNi")}
+    keys = {**tiny_config, "sampler": sampler, "neg_loss": loss, "neg_num": 1 if sampler == "DivNS" else 4,
+            "dns_top_m": 4, "mdcns_top_m": 4, "mixgcf_top_m": 4, "gnno_top_m": 4,
+            "neg_logq": loss == "SSM" and sampler in ("uniform", "popularity", "GenNi")}
     result = run_recbole_mdcns(model="SASRec", config_dict=keys, saved=False)
     assert math.isfinite(result["best_valid_score"])
 

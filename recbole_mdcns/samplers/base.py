@@ -37,11 +37,12 @@ FALSE_NEGATIVE_ROWS = 1024
 SHARED_PARAMS = (
     Param("neg_loss", str, "BPR", "the loss over each row's positive and K negatives: BPR, BCE, SSM (sampled "
           "softmax) or gBCE (gSASRec's calibrated BCE)", choices=LOSSES),
-    Param("neg_num", int, 1, "K, negatives per training row", minimum=1),
+    Param("neg_num", int, 1, "K, negatives per training row; K <= M for the samplers with a top-M (DNS, MDCNS, "
+          "MixGCF, GNNO); DivNS: 1 (one synthetic negative per row); gBCE: K <= N - 1", minimum=1),
     Param("neg_temperature", float, 1.0, "SSM's temperature T: scores are divided by it", minimum=0,
           minimum_exclusive=True),
     Param("neg_logq", bool, False, "SSM subtracts log(K Q) of each negative, Q its proposal probability (uniform, "
-          "popularity and GenNi know it)"),
+          "popularity and GenNi know it; the others select by score, have none and refuse it)"),
     Param("neg_shared", bool, False, "the K negatives are drawn once per batch and scored by every row as one "
           "[B, K] product; a row's excluded ids are masked out of its loss (uniform and popularity; gBCE "
           "learns little from shared negatives: see the README's departures). DNS and MixGCF share their C "
@@ -267,8 +268,14 @@ class NegativeSampler:
         return cls(merged, dataset)
 
     def check_dataset(self) -> list[str]:
-        """Constraints that need the dataset: the pool must fit in the catalogue."""
+        """Constraints that need the dataset: the pool must fit in the catalogue, and so must
+        gBCE's K (its sampling rate K / (N - 1) is at most 1)."""
         problems = []
+        if self.ranking_loss.kind == "gBCE" and self.neg_num > self.n_items - 1:
+            problems.append(
+                f"neg_num = {self.neg_num} with neg_loss gBCE: its sampling rate K / (N - 1) must be at most 1, so K "
+                f"at most {self.n_items - 1} for the {self.n_items} items of dataset {self.config['dataset']!r}"
+            )
         if self.uses_candidate_pool and self.candidate_num >= self.n_items:
             problems.append(
                 f"neg_candidate_num = {self.candidate_num}: must be below the number of items "
